@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Both work on a fresh machine:
+# they create .venv, install the project with pinned dependencies, then run.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= data/sim
+PATIENTS ?= 4000
+SEED ?= 0
+
+.PHONY: demo test lint install clean bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned resolver would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/ecg-train simulate --patients $(PATIENTS) --seed $(SEED) --out $(DATA)
+	$(BIN)/ecg-train cohort-report $(DATA) --rebuild
+	$(BIN)/ecg-train plot-examples --out $(DATA)/examples
+
+bench: $(STAMP)
+	$(BIN)/python bench/simulate.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

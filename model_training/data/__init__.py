@@ -1,0 +1,1 @@
+"""Data: the lab/vital catalogue, the simulated hospital, and the cohort loader."""
