@@ -25,6 +25,7 @@ LIMB_LEADS = tuple(LEAD[n] for n in ("I", "II", "III", "aVR", "aVL", "aVF"))
 T_PEAK_LEADS = tuple(LEAD[n] for n in ("V2", "V3", "V4"))
 DELINEATION_FS_HZ = 500.0
 _BEAT_BEFORE_S, _BEAT_AFTER_S = 0.3, 0.6
+MIN_BEAT_CORRELATION = 0.5
 P_WAVE_MIN_MV = 0.07  # below this, fibrillatory waves and noise, not a P wave
 
 
@@ -110,8 +111,17 @@ def _median_beat(signal: np.ndarray, peaks: np.ndarray, fs_hz: float) -> np.ndar
         return None
     beats = np.stack([signal[:, p - before : p + after] for p in inside])
     median = np.median(beats, axis=0)
+    if _mean_correlation(beats, median) < MIN_BEAT_CORRELATION:
+        return None  # the "beats" do not resemble each other: noise, not a rhythm
     factor = round(DELINEATION_FS_HZ / fs_hz)
     return resample_poly(median, factor, 1, axis=-1) if factor > 1 else median
+
+
+def _mean_correlation(beats: np.ndarray, median: np.ndarray) -> float:
+    flat = beats.reshape(len(beats), -1) - beats.reshape(len(beats), -1).mean(axis=1, keepdims=True)
+    reference = median.ravel() - median.mean()
+    norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(reference)
+    return float(np.mean(flat @ reference / np.maximum(norms, 1e-12)))
 
 
 def _ms(samples: float) -> float:
