@@ -59,7 +59,7 @@ META_FILE = "cohort.json"
 
 @dataclass(frozen=True, slots=True)
 class CohortConfig:
-    preprocess: PreprocessConfig = PreprocessConfig()
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     feature_window_min: tuple[float, float] = (-90.0, 90.0)
     lab_label_window_min: float = 60.0
     omr_window_days: float = 30.0
@@ -103,12 +103,17 @@ def build_cohort(
     root: Path,
     out_dir: Path,
     *,
-    layout: DataLayout = DataLayout(),
-    config: CohortConfig = CohortConfig(),
+    layout: DataLayout | None = None,
+    config: CohortConfig | None = None,
     workers: int | None = None,
     progress: bool = True,
 ) -> Cohort:
-    """Read the dataset under ``root`` and write the cohort arrays to ``out_dir``."""
+    """Read the dataset under ``root`` and write the cohort arrays to ``out_dir``.
+
+    ``layout`` defaults to the MIMIC release layout and ``config`` to the MDS-ED recipe.
+    """
+    layout = layout or DataLayout()
+    config = config or CohortConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[int, str]] = []
     studies = _read_studies(root, layout, skipped)

@@ -79,7 +79,8 @@ def prevalence_table(cohort: Cohort) -> list[Prevalence]:
 
 def ecg_feature_matrix(cohort: Cohort, batch: int = 512) -> np.ndarray:
     fs_hz = cohort.config.preprocess.fs_hz
-    parts = [extract_features_batch(np.asarray(cohort.ecg[i : i + batch]), fs_hz) for i in range(0, len(cohort.ecg), batch)]
+    starts = range(0, len(cohort.ecg), batch)
+    parts = [extract_features_batch(np.asarray(cohort.ecg[i : i + batch]), fs_hz) for i in starts]
     return np.concatenate(parts) if parts else np.zeros((0, len(ECG_FEATURE_NAMES)))
 
 
@@ -135,18 +136,25 @@ def format_report(cohort: Cohort, prevalences: list[Prevalence], visibility: lis
         "",
         "| kind | label | description | positives | known | prevalence |",
         "|---|---|---|---:|---:|---:|",
-        *(f"| {p.kind} | {p.label} | {p.display} | {p.positives} | {p.known} | {p.prevalence:.3f} |" for p in prevalences),
+        *(_prevalence_row(p) for p in prevalences),
         "",
         "## Visibility: held-out AUROC of logistic regression, ECG features vs clinical features",
         "",
         "| code | description | simulator says | positives | AUROC ECG | AUROC clinical |",
         "|---|---|---|---:|---:|---:|",
-        *(f"| {v.code} | {v.display} | {v.expected} | {v.positives} | {v.auroc_ecg:.3f} | {v.auroc_clinical:.3f} |"
-          for v in visibility),  # fmt: skip
+        *(_visibility_row(v) for v in visibility),
         "",
         _visibility_summary(visibility),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _prevalence_row(p: Prevalence) -> str:
+    return f"| {p.kind} | {p.label} | {p.display} | {p.positives} | {p.known} | {p.prevalence:.3f} |"
+
+
+def _visibility_row(v: Visibility) -> str:
+    return f"| {v.code} | {v.display} | {v.expected} | {v.positives} | {v.auroc_ecg:.3f} | {v.auroc_clinical:.3f} |"
 
 
 def _visibility_summary(visibility: list[Visibility]) -> str:
@@ -155,8 +163,10 @@ def _visibility_summary(visibility: list[Visibility]) -> str:
     visible = sum(v.auroc_ecg >= 0.80 for v in measured)
     partly = sum(0.60 <= v.auroc_ecg < 0.80 for v in measured)
     invisible = sum(v.auroc_ecg < 0.60 and v.auroc_clinical >= 0.65 for v in measured)
-    return (f"ECG-visible (AUROC ≥ 0.80): {visible}; partly visible (0.60–0.80): {partly}; "
-            f"invisible on the ECG but found by the clinical data (ECG < 0.60, clinical ≥ 0.65): {invisible}")  # fmt: skip
+    return (
+        f"ECG-visible (AUROC ≥ 0.80): {visible}; partly visible (0.60–0.80): {partly}; "
+        f"invisible on the ECG but found by the clinical data (ECG < 0.60, clinical ≥ 0.65): {invisible}"
+    )
 
 
 def report_json(prevalences: list[Prevalence], visibility: list[Visibility]) -> dict[str, object]:

@@ -172,7 +172,7 @@ def _delineate(beat: np.ndarray, rr_ms: np.ndarray) -> EcgFeatures:
 
 
 def _qrs_bounds(beat: np.ndarray, r_index: int) -> tuple[int, int]:
-    """QRS onset and offset: the first and last samples near R where the smoothed spatial velocity is ≥ 10 % of its peak."""
+    """QRS onset and offset: the outermost samples near R whose smoothed spatial velocity is ≥ 10 % of its peak."""
     fs = DELINEATION_FS_HZ
     width = int(0.024 * fs)  # smoothing bridges the velocity dip at the R apex
     velocity = np.convolve(np.abs(np.diff(beat, axis=-1)).sum(axis=0), np.ones(width) / width, mode="same")

@@ -241,7 +241,7 @@ def beat_template(p: EcgParams, fs_hz: float) -> tuple[np.ndarray, int]:
     plateau = _sigmoid((t - qrs_s) / 0.006) * _sigmoid((t_peak_s - t) / 0.03)
     dipole += np.outer(st, plateau)
     dipole += np.outer(p.u_amp_mv * _T_DIRECTION / 0.45, _gaussian(t, qt_s + 0.07, 0.035))
-    return dipole, int(round(-start_s * fs_hz))
+    return dipole, round(-start_s * fs_hz)
 
 
 def rr_intervals_s(p: EcgParams, duration_s: float, rng: np.random.Generator) -> np.ndarray:

@@ -78,9 +78,7 @@ class Visit:
     @property
     def icd10_codes(self) -> tuple[str, ...]:
         return tuple(
-            dict.fromkeys(
-                CONDITION_BY_KEY[c.key].variants[c.variant].icd10 for c in self.conditions if c.coded
-            )
+            dict.fromkeys(CONDITION_BY_KEY[c.key].variants[c.variant].icd10 for c in self.conditions if c.coded)
         )
 
 

@@ -23,10 +23,10 @@ How to read it:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -161,9 +161,9 @@ class EcgEffects:
 
     def scaled(self, severity: float) -> EcgEffects:
         """Graded effects times ``severity``; flags stay as they are (a block is there or not)."""
-        return EcgEffects(**{
-            f.name: getattr(self, f.name) * (1.0 if f.name in self.FLAGS else severity) for f in fields(self)
-        })
+        return EcgEffects(
+            **{f.name: getattr(self, f.name) * (1.0 if f.name in self.FLAGS else severity) for f in fields(self)}
+        )
 
     def has(self, flag: str) -> bool:
         return getattr(self, flag) > 0.5
@@ -196,7 +196,7 @@ def demographic_ecg_effects(age_y: float, female: bool, individual_z: np.ndarray
     decades = (age_y - 50.0) / 10.0
     z = individual_z
     return EcgEffects(
-        hr_bpm=11.0 * z[0],
+        hr_bpm=16.0 * z[0],  # ED resting rates vary widely (pain, anxiety, drugs), not only by disease
         pr_ms=6.0 * decades + 18.0 * z[1],
         qrs_ms=1.5 * decades - 6.0 * female + 7.0 * z[2],
         qtc_ms=12.0 * female + 3.0 * decades + 15.0 * z[3],
@@ -404,7 +404,7 @@ CONDITIONS: tuple[Condition, ...] = (
         vital_shifts={"temperature": 0.8},
     ),
     Condition(
-        "aki", _single("N179", "Acute kidney failure, unspecified"), 0.025, _V.INVISIBLE,
+        "aki", _single("N179", "Acute kidney failure, unspecified"), 0.025, _V.PARTIAL,
         "Creatinine and urea rise; the ECG changes only if potassium follows.",
         age_log_or_per_decade=0.4, comorbid_log_or={"ckd": 1.3, "sepsis": 1.8, "heart_failure": 0.8},
         lab_shifts_sd={"creatinine": 3.0, "urea_nitrogen": 2.5, "potassium": 1.5, "bicarbonate": -1.0,
@@ -544,4 +544,3 @@ def lab_driven_ecg_effects(labs: Mapping[str, float], temperature_f: float) -> E
         u_amp_mv=0.1 * k_low,
         st_diffuse_mv=-0.05 * k_low,
     )
-

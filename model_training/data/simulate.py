@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.wfdb_files import write_wfdb
 from model_training.data.catalogue import LABS, LABS_BY_KEY, OMR_BIOMETRICS
 from model_training.data.ecg_synth import synthesize_ecg
-from model_training.data.hospital import MAX_VISITS, Patient, Visit, patient_rng, sample_patient
+from model_training.data.hospital import MAX_VISITS, Patient, Visit, sample_patient
 from model_training.data.layout import DataLayout
 
 SIMULATOR_VERSION = "1"
@@ -89,9 +90,10 @@ def simulate_hospital(
     chunks = [range(i, min(i + CHUNK_PATIENTS, n_patients)) for i in range(0, n_patients, CHUNK_PATIENTS)]
     jobs = [(out_dir / layout.ecg_root, seed, chunk) for chunk in chunks]
     n_studies = 0
-    with _TableWriters(out_dir, layout) as writers, tqdm(
-        total=n_patients, unit="patient", desc="simulate", disable=not progress
-    ) as bar:
+    with (
+        _TableWriters(out_dir, layout) as writers,
+        tqdm(total=n_patients, unit="patient", desc="simulate", disable=not progress) as bar,
+    ):
         for rows, chunk in zip(_run_chunks(jobs, workers), chunks, strict=True):
             writers.append(rows)
             n_studies += len(rows.truth)
@@ -109,8 +111,10 @@ def _run_chunks(jobs: list[tuple[Path, int, range]], workers: int | None) -> Ite
         yield from map(_simulate_chunk, jobs)
         return
     # spawn, not fork: the parent may hold threads (tqdm's monitor) that fork would copy mid-state.
-    with multiprocessing.get_context("spawn").Pool(n_workers) as pool:
-        yield from pool.imap(_simulate_chunk, jobs)
+    # An executor, not a Pool: a worker that dies raises BrokenProcessPool instead of hanging forever.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as executor:
+        yield from executor.map(_simulate_chunk, jobs)
 
 
 def _simulate_chunk(job: tuple[Path, int, range]) -> _Rows:
@@ -198,8 +202,13 @@ def _outside(value: float, low: float | None, high: float | None) -> bool:
 
 def _noise_summary(visit: Visit) -> str:
     noise = visit.noise
-    parts = [name for name, on in (("pop", noise.pop_lead >= 0), ("missing_lead", noise.missing_lead >= 0),
-                                   ("flat_lead", noise.flat_lead >= 0), ("limb_reversal", noise.limb_reversal)) if on]  # fmt: skip
+    flags = (
+        ("pop", noise.pop_lead >= 0),
+        ("missing_lead", noise.missing_lead >= 0),
+        ("flat_lead", noise.flat_lead >= 0),
+        ("limb_reversal", noise.limb_reversal),
+    )
+    parts = [name for name, on in flags if on]
     return ";".join(parts)
 
 
@@ -217,8 +226,11 @@ def _write_ecg(patient: Patient, visit: Visit, subject_id: int, study_id: int, r
 def _machine_measurements(visit: Visit, subject_id: int, study_id: int, ecg_time: str) -> tuple[object, ...]:
     """The cart's own reading: statements and intervals (ms from the start of its median beat)."""
     ecg = visit.ecg
-    rhythm = "Atrial fibrillation" if ecg.af else (
-        "Sinus tachycardia" if ecg.hr_bpm > 100 else "Sinus bradycardia" if ecg.hr_bpm < 60 else "Sinus rhythm")
+    rhythm = (
+        "Atrial fibrillation"
+        if ecg.af
+        else ("Sinus tachycardia" if ecg.hr_bpm > 100 else "Sinus bradycardia" if ecg.hr_bpm < 60 else "Sinus rhythm")
+    )
     conduction = "Left bundle branch block" if ecg.lbbb else "Right bundle branch block" if ecg.rbbb else ""
     p_onset = 40
     qrs_onset = p_onset + round(ecg.pr_ms)

@@ -177,3 +177,9 @@ def test_an_unknown_layout_key_is_refused(tmp_path):
     layout_file.write_text('labevnts = "typo.csv"\n')
     with pytest.raises(ValueError, match="labevnts"):
         DataLayout.from_file(layout_file)
+
+
+def test_the_example_site_layout_in_deploy_parses():
+    example = Path(__file__).resolve().parents[3] / "deploy" / "layout.example.toml"
+    layout = DataLayout.from_file(example)
+    assert layout.columns.labevents.value == "result_numeric" and layout.labs["potassium"] == [2823, 28231]

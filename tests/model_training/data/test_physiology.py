@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from integrations.ecg import MODEL_LEAD_ORDER
 from model_training.data.catalogue import LABS_BY_KEY
 from model_training.data.ecg_synth import PROJECTION, EcgParams, beat_template, rr_intervals_s
 from model_training.data.physiology import (
@@ -14,7 +15,6 @@ from model_training.data.physiology import (
     demographic_ecg_effects,
     lab_driven_ecg_effects,
 )
-from integrations.ecg import MODEL_LEAD_ORDER
 
 FS_HZ = 500.0
 LEAD = {name: i for i, name in enumerate(MODEL_LEAD_ORDER)}
