@@ -1,0 +1,18 @@
+"""The exception tree of :mod:`agent`.
+
+Errors from :mod:`integrations` and from the artifact loader keep their own types; these
+are the agent's own failures, each naming what it is about::
+
+    AgentError
+    └── ConfigError          the settings cannot be built (file, variable or value named)
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error raised by :mod:`agent`."""
+
+
+class ConfigError(AgentError, ValueError):
+    """The agent's settings are missing, unreadable or invalid."""

@@ -1,0 +1,260 @@
+"""The agent's one settings object, built at the entry point and passed down.
+
+Precedence, highest first (written down because operators ask):
+
+1. keyword arguments (tests, ``--since`` style CLI overrides);
+2. environment variables, prefix ``ECG_AGENT_``, nested with ``__``
+   (``ECG_AGENT_SOURCES__FHIR__BASE_URL``);
+3. secret files in the secrets folder (``--secrets-dir``, e.g. systemd's
+   ``$CREDENTIALS_DIRECTORY`` or a Kubernetes Secret volume), one file per top-level
+   field, named like its environment variable (``ECG_AGENT_DATABASE_URL``);
+4. the TOML file (``--config``; example: ``deploy/agent.example.toml``);
+5. the defaults below.
+
+Secrets nested deeper (a FHIR bearer token, a SMART private key, TLS keys) are never
+written into the TOML file: the file names the *path* of a secret file instead
+(``bearer_token_file``), read only when the connection is made.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from agent.errors import ConfigError
+
+ENV_PREFIX = "ECG_AGENT_"
+DEFAULT_DATABASE_URL = "sqlite:///ecg-agent.db"
+DEFAULT_REGISTRY_DIR = Path("models")
+DEFAULT_ECG_CODE = "http://loinc.org|11524-6"
+DEFAULT_CRON = "0 2 * * *"  # 02:00 every night
+DEFAULT_MLLP_PORT = 2575
+DEFAULT_MAX_HL7_MESSAGE_BYTES = 16 * 1024 * 1024  # a 12-lead, 10 s, 1 kHz ORU is about 1 MB
+
+
+class _Section(BaseModel):
+    """A settings section: typos in the TOML file are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FhirAuthSettings(_Section):
+    """How the agent authenticates to the FHIR server."""
+
+    kind: Literal["none", "bearer", "smart"] = "none"
+    bearer_token_file: Path | None = None
+    #: SMART Backend Services: client_credentials with a JWT assertion signed by this key.
+    client_id: str | None = None
+    token_url: str | None = None
+    private_key_file: Path | None = None
+    key_id: str | None = None
+    algorithm: Literal["RS384", "ES384"] = "RS384"
+    scope: str = "system/Observation.rs system/Observation.c system/Device.c"
+
+    @model_validator(mode="after")
+    def _complete_for_its_kind(self) -> FhirAuthSettings:
+        if self.kind == "bearer" and self.bearer_token_file is None:
+            raise ValueError("auth kind 'bearer' needs bearer_token_file")
+        if self.kind == "smart":
+            missing = [name for name in ("client_id", "token_url", "private_key_file") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"auth kind 'smart' needs {', '.join(missing)}")
+        return self
+
+
+class FhirServerSettings(_Section):
+    """One FHIR R4 server: where it is and how to reach it."""
+
+    base_url: str
+    timeout_s: float = Field(default=30.0, gt=0)
+    verify_tls: bool = True
+    ca_bundle_file: Path | None = None
+    max_retries: int = Field(default=5, ge=0)
+    auth: FhirAuthSettings = FhirAuthSettings()
+
+
+class FhirSourceSettings(_Section):
+    """Pull new ECG Observations from FHIR, incrementally by ``_lastUpdated``."""
+
+    enabled: bool = False
+    server: FhirServerSettings | None = None
+    ecg_code: str = DEFAULT_ECG_CODE
+    page_size: int = Field(default=50, ge=1, le=1000)
+    #: Re-query this far behind the watermark: servers commit out of order.
+    overlap_s: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _server_when_enabled(self) -> FhirSourceSettings:
+        if self.enabled and self.server is None:
+            raise ValueError("sources.fhir is enabled but has no [sources.fhir.server]")
+        return self
+
+
+class TlsServerSettings(_Section):
+    cert_file: Path
+    key_file: Path
+    #: When set, clients must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: Path | None = None
+
+
+class Hl7InboxSettings(_Section):
+    """The MLLP listener: ORU^R01 ECG messages are stored in the inbox, then scored by the nightly run."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_MLLP_PORT, ge=0, le=65535)
+    max_message_bytes: int = Field(default=DEFAULT_MAX_HL7_MESSAGE_BYTES, gt=0)
+    tls: TlsServerSettings | None = None
+
+
+class WfdbFolderSettings(_Section):
+    """A folder that ECG carts or an export job drop WFDB records into."""
+
+    enabled: bool = False
+    path: Path | None = None
+    #: A record younger than this may still be being written: it is retried next run.
+    settle_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _path_when_enabled(self) -> WfdbFolderSettings:
+        if self.enabled and self.path is None:
+            raise ValueError("sources.wfdb is enabled but has no path")
+        return self
+
+
+class SourcesSettings(_Section):
+    fhir: FhirSourceSettings = FhirSourceSettings()
+    hl7: Hl7InboxSettings = Hl7InboxSettings()
+    wfdb: WfdbFolderSettings = WfdbFolderSettings()
+
+
+class FhirWritebackSettings(_Section):
+    """Write results back as FHIR Observations (to the source server unless another is given)."""
+
+    enabled: bool = False
+    server: FhirServerSettings | None = None
+    status: Literal["preliminary", "final"] = "preliminary"
+
+
+class Hl7OutboundSettings(_Section):
+    """Send results as ORU^R01 over MLLP, for EHRs without FHIR."""
+
+    enabled: bool = False
+    host: str | None = None
+    port: int = Field(default=DEFAULT_MLLP_PORT, ge=1, le=65535)
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+    tls_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _host_when_enabled(self) -> Hl7OutboundSettings:
+        if self.enabled and not self.host:
+            raise ValueError("sinks.hl7 is enabled but has no host")
+        return self
+
+
+class SinksSettings(_Section):
+    fhir: FhirWritebackSettings = FhirWritebackSettings()
+    hl7: Hl7OutboundSettings = Hl7OutboundSettings()
+
+
+class ScheduleSettings(_Section):
+    """When ``serve`` runs the batch: a crontab line in a time zone."""
+
+    cron: str = DEFAULT_CRON
+    timezone: str = "UTC"
+    #: A night missed by less than this (machine down, long previous run) still runs, once.
+    misfire_grace_time_s: int = Field(default=6 * 3600, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> ScheduleSettings:
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"schedule.cron {self.cron!r} is not a crontab line: {exc}") from exc
+        return self
+
+
+class ScoringSettings(_Section):
+    batch_size: int = Field(default=64, ge=1)
+    #: run-once exits non-zero when more than this fraction of ECGs failed or were quarantined.
+    max_failure_rate: float = Field(default=0.05, ge=0, le=1)
+    #: Lab abnormalities named as the explanation of each positive diagnosis.
+    explanation_top_k: int = Field(default=3, ge=0)
+
+
+class AgentSettings(BaseSettings):
+    """Everything the agent needs to know about its hospital, in one validated object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    registry_dir: Path = DEFAULT_REGISTRY_DIR
+    sources: SourcesSettings = SourcesSettings()
+    sinks: SinksSettings = SinksSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    scoring: ScoringSettings = ScoringSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # No dotenv: a stray .env in the working directory must not reconfigure a hospital service.
+        return init_settings, env_settings, file_secret_settings, TomlConfigSettingsSource(settings_cls)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets masked: safe to print or log."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(
+    config_file: Path | None = None, *, secrets_dir: Path | None = None, **overrides: Any
+) -> AgentSettings:
+    """Build the settings from a TOML file, the environment and secret files (see the module docstring).
+
+    Raises :class:`ConfigError` naming the file, or the setting and the reason.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"agent config file {config_file} does not exist")
+    if secrets_dir is not None and not secrets_dir.is_dir():
+        raise ConfigError(f"secrets folder {secrets_dir} does not exist")
+
+    class _Configured(AgentSettings):
+        model_config = SettingsConfigDict(toml_file=config_file, secrets_dir=secrets_dir)
+
+    try:
+        return _Configured(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid agent settings ({config_file or 'no config file'}): {_describe(exc)}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"agent config file {config_file} is not valid TOML: {exc}") from exc
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}" for e in error.errors())
