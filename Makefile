@@ -9,7 +9,7 @@ DATA ?= data/sim
 PATIENTS ?= 4000
 SEED ?= 0
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+# PostgreSQL and Node for the integration tests' real peers, installed only when missing.
+system-deps:
+	.ci/system-deps
+
+test: lint system-deps
 	$(BIN)/pytest
 
 demo: $(STAMP)
