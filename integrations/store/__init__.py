@@ -1,0 +1,68 @@
+"""The SQL store: HL7 inbox, ECG studies, predictions, runs, quarantine, watermarks, outbox, model registry.
+
+SQLite is the embedded default and PostgreSQL 15 the production database; the same
+:class:`Store` API and the same tests run on both. The schema is versioned with the
+Alembic migrations shipped in ``migrations/``; :meth:`Store.upgrade` applies them.
+"""
+
+from integrations.store.errors import (
+    StoreError,
+    StoreIntegrityError,
+    StoreMigrationError,
+    StoreNotFoundError,
+    StoreUnavailableError,
+)
+from integrations.store.records import (
+    EcgStudy,
+    Explanation,
+    InboxMessage,
+    InboxStatus,
+    ModelAuditEntry,
+    ModelState,
+    ModelVersion,
+    OutboxMessage,
+    OutboxStatus,
+    Prediction,
+    QuarantineEntry,
+    QuarantineState,
+    Run,
+    RunStatus,
+    StoredInboxMessage,
+    StoredOutboxMessage,
+    StoredQuarantineEntry,
+    StoredStudy,
+    StudyStatus,
+    TargetKind,
+    Watermark,
+)
+from integrations.store.repository import Store
+
+__all__ = [
+    "EcgStudy",
+    "Explanation",
+    "InboxMessage",
+    "InboxStatus",
+    "ModelAuditEntry",
+    "ModelState",
+    "ModelVersion",
+    "OutboxMessage",
+    "OutboxStatus",
+    "Prediction",
+    "QuarantineEntry",
+    "QuarantineState",
+    "Run",
+    "RunStatus",
+    "Store",
+    "StoreError",
+    "StoreIntegrityError",
+    "StoreMigrationError",
+    "StoreNotFoundError",
+    "StoreUnavailableError",
+    "StoredInboxMessage",
+    "StoredOutboxMessage",
+    "StoredQuarantineEntry",
+    "StoredStudy",
+    "StudyStatus",
+    "TargetKind",
+    "Watermark",
+]

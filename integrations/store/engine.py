@@ -1,0 +1,37 @@
+"""Engines for the two supported databases: SQLite (embedded default) and PostgreSQL 15 (production)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import sqlalchemy as sa
+
+#: How long SQLite waits for another writer before giving up with "database is locked".
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+def create_store_engine(url: str | sa.URL, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sa.Engine:
+    """An engine for ``url`` (``sqlite:///path.db`` or ``postgresql+psycopg://...``), set up for the store."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s})
+        sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_s))
+        return engine
+    # pre-ping: a nightly job's pooled connection may have been dropped by the server since last night.
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(busy_timeout_s: float) -> Any:
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # WAL: the MLLP listener writes while the nightly batch reads, without blocking each other.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # SQLite leaves foreign keys off unless every connection asks for them.
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
+        finally:
+            cursor.close()
+
+    return on_connect

@@ -1,0 +1,204 @@
+"""The typed values that go in and out of :class:`integrations.store.Store`.
+
+Inputs are the fields a caller knows; the ``Stored*`` outputs add what the store
+assigns (ids, timestamps, states). Every timestamp is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class StudyStatus(StrEnum):
+    NEW = "new"
+    SCORED = "scored"
+    FAILED = "failed"
+
+
+class InboxStatus(StrEnum):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+class TargetKind(StrEnum):
+    DIAGNOSIS = "diagnosis"
+    LAB = "lab"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class QuarantineState(StrEnum):
+    OPEN = "open"
+    RETRIED = "retried"
+    RESOLVED = "resolved"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class ModelState(StrEnum):
+    REGISTERED = "registered"
+    SHADOW = "shadow"
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    """An HL7 v2 message as received; (sender_application, sender_facility, control_id) is MSH-3, MSH-4, MSH-10."""
+
+    source: str
+    sender_application: str
+    sender_facility: str
+    control_id: str
+    message_type: str
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInboxMessage:
+    id: int
+    message: InboxMessage
+    received_at: datetime
+    status: InboxStatus
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    """Something that could not be used: ``kind`` (``hl7_message``, ``wfdb_record``...), where it came from, why."""
+
+    kind: str
+    origin: str
+    reason: str
+    raw_ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredQuarantineEntry:
+    id: int
+    entry: QuarantineEntry
+    created_at: datetime
+    state: QuarantineState
+    retry_count: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EcgStudy:
+    """One ECG as a source knows it; (source, source_id, source_version) identifies it."""
+
+    source: str
+    source_id: str
+    source_version: str
+    fs_hz: float
+    leads: tuple[str, ...]
+    patient_ref: str | None = None
+    acquired_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStudy:
+    id: int
+    study: EcgStudy
+    status: StudyStatus
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One model output for one study; unique on (study_id, model_version, target_kind, code)."""
+
+    study_id: int
+    model_version: str
+    target_kind: TargetKind
+    code: str
+    probability: float
+    is_positive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """How much lab target ``lab_code`` supports diagnosis ``diagnosis_code`` for one study and model version."""
+
+    study_id: int
+    model_version: str
+    diagnosis_code: str
+    lab_code: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: int
+    started_at: datetime
+    model_versions: tuple[str, ...]
+    status: RunStatus
+    counts: dict[str, int] = field(default_factory=dict)
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    source: str
+    value: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A write-back to deliver; ``idempotency_key`` is unique, so enqueueing it twice keeps one row."""
+
+    destination: str
+    idempotency_key: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutboxMessage:
+    id: int
+    message: OutboxMessage
+    status: OutboxStatus
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    version: str
+    sha256: str
+    path: str
+    state: ModelState
+    manifest: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAuditEntry:
+    id: int
+    version: str
+    actor: str
+    at: datetime
+    from_state: ModelState | None
+    to_state: ModelState
+    reason: str

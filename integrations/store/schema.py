@@ -1,0 +1,219 @@
+"""The tables, as SQLAlchemy Core metadata.
+
+The migrations in ``migrations/versions`` create exactly this schema (a test compares
+them), so this module is what the repository queries against and what Alembic
+autogenerate diffs against when the next migration is written.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+#: Stable constraint names, so migrations can refer to them on both dialects.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite keeps no zone, so naive values read back are UTC by construction."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; the store keeps timezone-aware UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> sa.types.TypeEngine[Any]:
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{value}'" for value in values)
+    return sa.CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_allowed")
+
+
+STUDY_STATUSES = ("new", "scored", "failed")
+INBOX_STATUSES = ("received", "processed", "failed")
+TARGET_KINDS = ("diagnosis", "lab")
+RUN_STATUSES = ("running", "succeeded", "failed")
+QUARANTINE_STATES = ("open", "retried", "resolved")
+OUTBOX_STATUSES = ("pending", "sent", "failed")
+MODEL_STATES = ("registered", "shadow", "active", "retired")
+
+ecg_studies = sa.Table(
+    "ecg_studies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("source_id", sa.String(512), nullable=False),
+    sa.Column("source_version", sa.String(128), nullable=False),
+    sa.Column("patient_ref", sa.String(256)),
+    sa.Column("acquired_at", UtcDateTime),
+    sa.Column("fs_hz", sa.Float, nullable=False),
+    sa.Column("leads", _json(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("source", "source_id", "source_version", name="uq_ecg_studies_source_key"),
+    _one_of("status", STUDY_STATUSES),
+)
+
+inbox_messages = sa.Table(
+    "inbox_messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    # MSH-3, MSH-4, MSH-10; an empty component is '' rather than NULL so the unique key still holds.
+    sa.Column("sender_application", sa.String(227), nullable=False),
+    sa.Column("sender_facility", sa.String(227), nullable=False),
+    sa.Column("control_id", sa.String(199), nullable=False),
+    sa.Column("message_type", sa.String(32), nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("sender_application", "sender_facility", "control_id", name="uq_inbox_messages_msh_key"),
+    _one_of("status", INBOX_STATUSES),
+)
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("ecg_studies.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Column("target_kind", sa.String(16), nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("is_positive", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("study_id", "model_version", "target_kind", "code", name="uq_predictions_target"),
+    _one_of("target_kind", TARGET_KINDS),
+)
+
+explanations = sa.Table(
+    "explanations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("study_id", sa.Integer, sa.ForeignKey("ecg_studies.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Column("diagnosis_code", sa.String(64), nullable=False),
+    sa.Column("lab_code", sa.String(64), nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("study_id", "model_version", "diagnosis_code", "lab_code", name="uq_explanations_target"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("model_versions", _json(), nullable=False),
+    sa.Column("counts", _json(), nullable=False),
+    sa.Column("error", sa.Text),
+    _one_of("status", RUN_STATUSES),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("origin", sa.String(1024), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("raw_ref", sa.String(1024), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("retry_count", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    _one_of("state", QUARANTINE_STATES),
+)
+
+watermarks = sa.Table(
+    "watermarks",
+    metadata,
+    sa.Column("source", sa.String(128), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("destination", sa.String(128), nullable=False),
+    sa.Column("idempotency_key", sa.String(512), nullable=False, unique=True),
+    sa.Column("payload", _json(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    # A claim is a lease: a sender that dies mid-delivery loses it when lease_until passes.
+    sa.Column("lease_until", UtcDateTime),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("sent_at", UtcDateTime),
+    sa.Index("ix_outbox_status_id", "status", "id"),
+    _one_of("status", OUTBOX_STATUSES),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.String(128), nullable=False, unique=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("manifest", _json(), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    # At most one active model, even under concurrent promotes.
+    sa.Index(
+        "uq_model_versions_one_active",
+        "state",
+        unique=True,
+        sqlite_where=sa.text("state = 'active'"),
+        postgresql_where=sa.text("state = 'active'"),
+    ),
+    _one_of("state", MODEL_STATES),
+)
+
+model_audit = sa.Table(
+    "model_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.String(128), sa.ForeignKey("model_versions.version"), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("from_state", sa.String(16)),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)

@@ -1,0 +1,40 @@
+"""Quarantine: what could not be used is kept with its origin and reason until someone retries or resolves it."""
+
+from integrations.store import QuarantineEntry, QuarantineState
+
+
+def _entry(reason: str = "MSH-9 is not ORU^R01", kind: str = "hl7_message") -> QuarantineEntry:
+    return QuarantineEntry(kind=kind, origin="mllp://10.0.0.7:2575", reason=reason, raw_ref="inbox:123")
+
+
+def test_an_entry_gets_an_id_and_is_listed_as_open(store, clock):
+    quarantine_id = store.add_quarantine(_entry())
+    [listed] = store.list_quarantine()
+    assert listed.id == quarantine_id
+    assert listed.entry == _entry()
+    assert listed.state == QuarantineState.OPEN and listed.retry_count == 0
+    assert listed.created_at == clock.now
+
+
+def test_entries_are_listed_oldest_first_and_can_be_filtered_by_kind(store):
+    first = store.add_quarantine(_entry("one"))
+    store.add_quarantine(_entry("two", kind="wfdb_record"))
+    third = store.add_quarantine(_entry("three"))
+    assert [e.id for e in store.list_quarantine(kind="hl7_message")] == [first, third]
+
+
+def test_a_retried_entry_counts_its_retries_and_leaves_the_open_list(store, clock):
+    quarantine_id = store.add_quarantine(_entry())
+    clock.advance(60)
+    store.mark_quarantine_retried(quarantine_id)
+    store.mark_quarantine_retried(quarantine_id)
+    assert store.list_quarantine() == []
+    [retried] = store.list_quarantine(state=QuarantineState.RETRIED)
+    assert retried.retry_count == 2 and retried.updated_at == clock.now
+
+
+def test_a_resolved_entry_is_listed_only_when_asked_for(store):
+    quarantine_id = store.add_quarantine(_entry())
+    store.mark_quarantine_resolved(quarantine_id)
+    assert store.list_quarantine() == []
+    assert [e.state for e in store.list_quarantine(state=None)] == [QuarantineState.RESOLVED]
