@@ -1,13 +1,12 @@
 """One ``store`` fixture, parametrized over SQLite and PostgreSQL: every store test is a contract test on both.
 
-Each test gets a fresh, migrated database: a copy of a migrated SQLite file, or a
-PostgreSQL database created from a migrated template, which is much faster than
+Each test gets an empty, migrated database: a copy of a migrated SQLite file, or the
+one migrated PostgreSQL database with every table truncated, both much faster than
 migrating per test.
 """
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from integrations.store import Store
+from integrations.store.schema import metadata
 
-TEMPLATE_DATABASE = "store_template"
-_database_numbers = itertools.count()
+POSTGRES_DATABASE = "store"
 
 
 class FakeClock:
@@ -51,13 +50,13 @@ def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_template(postgres_url: str) -> str:
-    """The name of a migrated database to copy per test; nothing stays connected to it, as CREATE ... TEMPLATE needs."""
-    _postgres_admin(postgres_url, f"CREATE DATABASE {TEMPLATE_DATABASE}")
-    store = Store.from_url(sa.make_url(postgres_url).set(database=TEMPLATE_DATABASE))
+def migrated_postgres_url(postgres_url: str) -> str:
+    url = sa.make_url(postgres_url).set(database=POSTGRES_DATABASE)
+    _postgres_admin(postgres_url, f"CREATE DATABASE {POSTGRES_DATABASE}")
+    store = Store.from_url(url)
     store.upgrade()
     store.dispose()
-    return TEMPLATE_DATABASE
+    return url.render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -66,11 +65,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), path)
         return f"sqlite:///{path}"
-    postgres_url: str = request.getfixturevalue("postgres_url")
-    template: str = request.getfixturevalue("postgres_template")
-    database = f"store_{next(_database_numbers)}"
-    _postgres_admin(postgres_url, f"CREATE DATABASE {database} TEMPLATE {template}")
-    return sa.make_url(postgres_url).set(database=database).render_as_string(hide_password=False)
+    url: str = request.getfixturevalue("migrated_postgres_url")
+    _postgres_admin(url, f"TRUNCATE {', '.join(metadata.tables)} RESTART IDENTITY CASCADE")
+    return url
 
 
 @pytest.fixture
