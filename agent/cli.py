@@ -1,30 +1,203 @@
 """``ecg-agent``: the hospital-side program.
 
-Only ``version`` exists so far; scoring, the scheduler and the model registry come
-with the agent work (see the README's roadmap).
+Thin on purpose: each command parses its arguments, builds the one settings object
+and calls one function. Mutating admin commands print what they changed and leave an
+audit row. Exit codes: 0 success, 1 an operational error (the message names the
+file, version or setting and the reason), 2 bad command-line usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.errors import AgentError
+from agent.settings import AgentSettings, load_settings
+from integrations.errors import IntegrationError
+from integrations.store import ModelAuditEntry, ModelVersion, Store
+
+if TYPE_CHECKING:  # imported lazily below: loading torch is slow, and `config check` should not need it
+    from agent.registry import ModelRegistry, VerifyResult
 
 DISTRIBUTION = "ecg-clinical-knowledge"
+log = logging.getLogger("ecg-agent")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg-agent",
         description="Nightly ECG scoring agent: pulls ECGs (FHIR, HL7 v2, WFDB), scores them with the exported "
-        "model and writes results to SQL and FHIR.",
+        "model and writes results to SQL and FHIR. Settings come from --config (TOML), ECG_AGENT_* environment "
+        "variables and --secrets-dir; see deploy/agent.example.toml.",
     )
+    parser.add_argument("--config", type=Path, default=None, help="agent settings file (TOML)")
+    parser.add_argument("--secrets-dir", type=Path, default=None, help="folder of secret files (one per setting)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("version", help="print the installed version")
-    parser.parse_args(argv)
+    config = commands.add_parser("config", help="inspect the settings").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    config.add_parser("check", help="validate the settings and print them, secrets masked")
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    db.add_parser("upgrade", help="apply the Alembic migrations (safe to run again)")
+    _add_model_commands(commands)
+    return parser
+
+
+def _add_model_commands(commands: argparse._SubParsersAction) -> None:
+    model = commands.add_parser(
+        "model", help="register and roll out model versions",
+        description="Model versions: register an exported artifact, run it in shadow, promote it, roll back. "
+        "Every change is audited (actor, time, from → to, reason); see `model history`.",
+    )  # fmt: skip
+    model.add_argument("--actor", default=getpass.getuser(), help="who the audit trail names (default: OS user)")
+    actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
+    register = actions.add_parser("register", help="verify an artifact and copy it into the registry")
+    register.add_argument("path", type=Path, help="artifact folder holding model.ts and manifest.json")
+    actions.add_parser("list", help="every registered version and its state")
+    show = actions.add_parser("show", help="one version: state, sha256, manifest summary")
+    show.add_argument("version")
+    for name, text in (
+        ("shadow", "score VERSION beside the active model; results stored, never written back"),
+        ("promote", "make VERSION the one active model (atomic; the previous one is retired)"),
+        ("retire", "take VERSION out of service"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("version")
+        action.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    rollback = actions.add_parser("rollback", help="promote the version that was active before the current one")
+    rollback.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    actions.add_parser("verify", help="re-hash every registered artifact; exit 1 if any fails")
+    history = actions.add_parser("history", help="the audit trail, oldest first")
+    history.add_argument("version", nargs="?", default=None)
+
+
+def _open_store(settings: AgentSettings) -> Store:
+    store = Store.from_url(settings.database_url.get_secret_value())
+    store.upgrade()
+    return store
+
+
+def _registry(settings: AgentSettings, actor: str) -> ModelRegistry:
+    from agent.registry import ModelRegistry
+
+    return ModelRegistry(_open_store(settings), settings.registry_dir, actor=actor)
+
+
+def _version(args: argparse.Namespace, settings: AgentSettings) -> int:
     print(version(DISTRIBUTION))
     return 0
+
+
+def _config(args: argparse.Namespace, settings: AgentSettings) -> int:
+    print(json.dumps(settings.redacted(), indent=2, default=str))
+    return 0
+
+
+def _db(args: argparse.Namespace, settings: AgentSettings) -> int:
+    _open_store(settings).dispose()
+    print("database schema is up to date")
+    return 0
+
+
+def _model(args: argparse.Namespace, settings: AgentSettings) -> int:
+    registry = _registry(settings, args.actor)
+    action: Callable[[], int] = {
+        "register": lambda: _print_change("registered", registry.register(args.path)),
+        "list": lambda: _print_versions(registry.list()),
+        "show": lambda: _print_json(_describe(registry.get(args.version), full=True)),
+        "shadow": lambda: _print_change("shadow", registry.shadow(args.version, reason=args.reason)),
+        "promote": lambda: _print_change("promoted", registry.promote(args.version, reason=args.reason)),
+        "retire": lambda: _print_change("retired", registry.retire(args.version, reason=args.reason)),
+        "rollback": lambda: _print_change("rolled back to", registry.rollback(reason=args.reason)),
+        "verify": lambda: _print_verify(registry.verify()),
+        "history": lambda: _print_history(registry.history(args.version)),
+    }[args.action]
+    return action()
+
+
+def _describe(model: ModelVersion, *, full: bool = False) -> dict[str, object]:
+    described: dict[str, object] = {
+        "version": model.version,
+        "state": model.state.value,
+        "sha256": model.sha256,
+        "path": model.path,
+        "registered_at": model.created_at.isoformat(),
+    }
+    if full:
+        manifest = model.manifest
+        described |= {
+            "model_name": manifest.get("model_name"),
+            "diagnoses": len(manifest.get("diagnoses", [])),
+            "lab_targets": len(manifest.get("lab_targets", [])),
+            "input": manifest.get("input"),
+            "metrics": manifest.get("metrics"),
+            "data_fingerprint": manifest.get("data_fingerprint"),
+        }
+    return described
+
+
+def _print_json(data: object) -> int:
+    print(json.dumps(data, indent=2, default=str))
+    return 0
+
+
+def _print_change(what: str, model: ModelVersion) -> int:
+    print(f"{what} {model.version} (sha256 {model.sha256[:12]}): now {model.state.value}")
+    return 0
+
+
+def _print_versions(models: list[ModelVersion]) -> int:
+    if not models:
+        print("no model versions registered (ecg-agent model register PATH)")
+    for model in models:
+        print(f"{model.version:<20} {model.state.value:<10} {model.sha256[:12]}  {model.path}")
+    return 0
+
+
+def _print_verify(results: list[VerifyResult]) -> int:
+    for result in results:
+        print(f"{result.version:<20} {'ok' if result.ok else 'FAILED':<6} {result.reason}")
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _print_history(entries: list[ModelAuditEntry]) -> int:
+    for entry in entries:
+        before = entry.from_state.value if entry.from_state else "-"
+        print(f"{entry.at.isoformat()}  {entry.actor:<12} {entry.version:<16} {before} → {entry.to_state.value}: "
+              f"{entry.reason}")  # fmt: skip
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, AgentSettings], int]] = {
+    "version": _version,
+    "config": _config,
+    "db": _db,
+    "model": _model,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = load_settings(args.config, secrets_dir=args.secrets_dir)
+        return COMMANDS[args.command](args, settings)
+    except (AgentError, IntegrationError) as exc:
+        print(f"ecg-agent {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Errors from :mod:`integrations` and from the artifact loader keep their own type
 are the agent's own failures, each naming what it is about::
 
     AgentError
-    └── ConfigError          the settings cannot be built (file, variable or value named)
+    ├── ConfigError          the settings cannot be built (file, variable or value named)
+    └── RegistryError        a model version cannot be registered, found or moved (version and reason named)
 """
 
 from __future__ import annotations
@@ -16,3 +17,7 @@ class AgentError(Exception):
 
 class ConfigError(AgentError, ValueError):
     """The agent's settings are missing, unreadable or invalid."""
+
+
+class RegistryError(AgentError):
+    """A model registry operation was refused; the message names the version and the reason."""
