@@ -1,0 +1,77 @@
+"""FHIR R4: the client (retries, auth), ECG Observation mapping, incremental pull and result write-back.
+
+- :mod:`.config`: :class:`FhirConfig`, :class:`RetryPolicy`, :class:`SmartBackendConfig`
+- :mod:`.auth`: :class:`BearerTokenAuth`, :class:`SmartBackendAuth` (httpx auth flows)
+- :mod:`.client`: :class:`FhirClient`
+- :mod:`.ecg_mapping`: ECG Observation ⇄ :class:`~integrations.ecg.EcgRecord`
+- :mod:`.pull`: :func:`pull_ecgs`, the incremental pull
+- :mod:`.writeback`: :func:`write_back`, findings as AI-asserted Observations
+- :mod:`.errors`: the FHIR subtree of the exception tree
+"""
+
+from integrations.fhir.auth import BearerTokenAuth, SmartBackendAuth
+from integrations.fhir.client import CreateOutcome, FhirClient
+from integrations.fhir.config import FhirConfig, RetryPolicy, SmartBackendConfig
+from integrations.fhir.ecg_mapping import ecg_to_observation, observation_to_ecg
+from integrations.fhir.errors import (
+    EcgRejectReason,
+    FhirAuthError,
+    FhirError,
+    FhirHttpError,
+    FhirProtocolError,
+    FhirResourceInvalidError,
+    FhirUnavailableError,
+    InvalidEcgObservation,
+)
+from integrations.fhir.pull import (
+    EcgPull,
+    EcgPullConfig,
+    ObservationVersion,
+    PulledEcg,
+    PullItem,
+    RejectedObservation,
+    pull_ecgs,
+)
+from integrations.fhir.writeback import (
+    EcgReference,
+    Finding,
+    ModelInfo,
+    WriteBackConfig,
+    WriteBackResult,
+    build_writeback_bundle,
+    write_back,
+)
+
+__all__ = [
+    "BearerTokenAuth",
+    "CreateOutcome",
+    "EcgPull",
+    "EcgPullConfig",
+    "EcgReference",
+    "EcgRejectReason",
+    "FhirAuthError",
+    "FhirClient",
+    "FhirConfig",
+    "FhirError",
+    "FhirHttpError",
+    "FhirProtocolError",
+    "FhirResourceInvalidError",
+    "FhirUnavailableError",
+    "Finding",
+    "InvalidEcgObservation",
+    "ModelInfo",
+    "ObservationVersion",
+    "PullItem",
+    "PulledEcg",
+    "RejectedObservation",
+    "RetryPolicy",
+    "SmartBackendAuth",
+    "SmartBackendConfig",
+    "WriteBackConfig",
+    "WriteBackResult",
+    "build_writeback_bundle",
+    "ecg_to_observation",
+    "observation_to_ecg",
+    "pull_ecgs",
+    "write_back",
+]

@@ -1,0 +1,182 @@
+"""The FHIR R4 REST client: httpx underneath, retries and error translation in one place.
+
+Every request goes through :meth:`FhirClient._send`, which retries connection errors, 429 and 5xx
+(see :mod:`integrations.fhir.retry`) and turns every other failure into :mod:`integrations.fhir.errors`.
+Resources travel as JSON objects (``dict``); the typed views live in the mapping modules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from integrations.fhir.config import FhirConfig
+from integrations.fhir.errors import FhirError, FhirHttpError, FhirProtocolError, FhirUnavailableError
+from integrations.fhir.retry import RETRYABLE_TRANSPORT_ERRORS, backoff_delay_s, is_retryable_status, retry_after_s
+
+logger = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+_OUTCOME_TEXT_MAX_CHARS = 500
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    """What a (conditional) create returned: the stored resource, and whether this call created it."""
+
+    resource: JsonObject
+    created: bool
+
+
+class FhirClient:
+    """A FHIR R4 server at ``config.base_url``.
+
+    ``transport``, ``sleep``, ``clock`` and ``rng`` are injectable so unit tests run against an
+    :class:`httpx.MockTransport` without waiting.
+    """
+
+    def __init__(
+        self,
+        config: FhirConfig,
+        *,
+        auth: httpx.Auth | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._http = httpx.Client(
+            base_url=config.base_url.rstrip("/") + "/",
+            auth=auth,
+            transport=transport,
+            timeout=config.httpx_timeout,
+            verify=config.httpx_verify(),
+            headers={"Accept": FHIR_JSON},
+        )
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def read(self, resource_type: str, resource_id: str) -> JsonObject:
+        return self._json(self._send("GET", f"{resource_type}/{resource_id}"), expect=resource_type)
+
+    def search_pages(self, resource_type: str, params: dict[str, str]) -> Iterator[JsonObject]:
+        """Searchset Bundles, first page then each ``next`` link, followed as an opaque URL."""
+        bundle = self._json(self._send("GET", resource_type, params=params), expect="Bundle")
+        while True:
+            yield bundle
+            next_url = next_link(bundle)
+            if next_url is None:
+                return
+            bundle = self._json(self._send("GET", next_url), expect="Bundle")
+
+    def create(self, resource: JsonObject, *, if_none_exist: str | None = None) -> CreateOutcome:
+        """POST a resource; with ``if_none_exist`` (a query string) the server returns a match instead (200)."""
+        headers = {"Content-Type": FHIR_JSON}
+        if if_none_exist is not None:
+            headers["If-None-Exist"] = if_none_exist
+        resource_type = resource["resourceType"]
+        response = self._send("POST", resource_type, content=json.dumps(resource), headers=headers)
+        stored = self._json(response, expect=resource_type)
+        return CreateOutcome(stored, created=response.status_code == httpx.codes.CREATED)
+
+    def transaction(self, bundle: JsonObject) -> JsonObject:
+        """POST a transaction Bundle to the base; returns the transaction-response Bundle."""
+        headers = {"Content-Type": FHIR_JSON}
+        response = self._send("POST", "", content=json.dumps(bundle), headers=headers)
+        return self._json(response, expect="Bundle")
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send with retries; return a 2xx response or raise a :class:`FhirError`."""
+        waited_s = 0.0
+        policy = self.config.retry
+        for attempt in range(1, policy.max_attempts + 1):
+            response, failure, wait_hint_s = self._attempt(method, url, **kwargs)
+            if response is not None:
+                return response
+            delay_s = wait_hint_s if wait_hint_s is not None else backoff_delay_s(policy, attempt, self._rng)
+            if attempt == policy.max_attempts or waited_s + delay_s > policy.budget_s:
+                raise FhirUnavailableError(method, self._full_url(url), attempt, failure)
+            logger.warning("%s %s failed (%s); retry %d in %.2f s", method, url, failure, attempt, delay_s)
+            self._sleep(delay_s)
+            waited_s += delay_s
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _attempt(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response | None, str, float | None]:
+        """One try: (response, "", None) on success, (None, failure, Retry-After seconds) if worth a retry."""
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except RETRYABLE_TRANSPORT_ERRORS as exc:
+            return None, f"{type(exc).__name__}: {exc}", None
+        except httpx.HTTPError as exc:
+            raise FhirError(f"{method} {self._full_url(url)}: {type(exc).__name__}: {exc}") from exc
+        if response.is_success:
+            return response, "", None
+        if is_retryable_status(response.status_code):
+            wait_hint_s = retry_after_s(response.headers.get("Retry-After"), self._clock())
+            return None, f"HTTP {response.status_code}", wait_hint_s
+        raise FhirHttpError(method, str(response.request.url), response.status_code, outcome_text(response))
+
+    def _full_url(self, url: str) -> str:
+        return str(self._http.base_url.join(url))
+
+    @staticmethod
+    def _json(response: httpx.Response, *, expect: str) -> JsonObject:
+        """The response body as a resource of type ``expect``, or :class:`FhirProtocolError`."""
+        url = str(response.request.url)
+        content_type = response.headers.get("Content-Type", "")
+        if "json" not in content_type:
+            raise FhirProtocolError(url, f"expected FHIR JSON, got {content_type or 'no content type'}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise FhirProtocolError(url, f"body is not JSON: {exc}") from exc
+        if not isinstance(body, dict) or body.get("resourceType") != expect:
+            found = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+            raise FhirProtocolError(url, f"expected a {expect}, got {found}")
+        return body
+
+
+def next_link(bundle: JsonObject) -> str | None:
+    for link in bundle.get("link") or ():
+        if link.get("relation") == "next" and link.get("url"):
+            return str(link["url"])
+    return None
+
+
+def outcome_text(response: httpx.Response) -> str:
+    """The OperationOutcome's diagnostics/details, or the start of whatever body came back."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:_OUTCOME_TEXT_MAX_CHARS] or response.reason_phrase
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        texts = [_issue_text(issue) for issue in body.get("issue") or () if isinstance(issue, dict)]
+        return "; ".join(text for text in texts if text)[:_OUTCOME_TEXT_MAX_CHARS]
+    return response.text[:_OUTCOME_TEXT_MAX_CHARS]
+
+
+def _issue_text(issue: dict[str, Any]) -> str:
+    """``Observation.code: Missing required property``: where (if given) and what."""
+    text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code") or ""
+    where = ", ".join(issue.get("expression") or ())
+    return f"{where}: {text}" if where else str(text)

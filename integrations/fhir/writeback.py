@@ -1,0 +1,294 @@
+"""Write model results back as R4 Observations (domain.md §5), idempotently.
+
+For one scored ECG: a Device for the model version, one Observation per diagnosis and one per
+predicted lab abnormality, all in one transaction Bundle. Every entry is a conditional create
+(``request.ifNoneExist`` on a deterministic identifier: ECG id / model version / target), so a retry
+or a second run finds the resources already there and creates nothing. Entries refer to each other
+by ``urn:uuid`` fullUrls, which the server rewrites to the stored ids (or to the existing matches).
+
+The explaining lab Observations are linked from a diagnosis with ``derivedFrom``, not ``hasMember``:
+in R4, ``hasMember`` makes the parent a grouping (a panel whose members are its content), while
+``derivedFrom`` says "this value was derived from that measurement", which is how the explanation
+reads: the diagnosis probability is supported by these predicted labs. It also keeps every input of a
+finding, the ECG and the labs, in one list that consumers already follow for provenance.
+
+Each Observation carries ``meta.security`` AIAST (AI-asserted), status ``preliminary``, the probability
+as a ``valueQuantity`` with unit ``1``, interpretation POS/NEG (diagnoses) or H/L (labs; NEG when a
+lab abnormality is predicted absent, since "not high" is not "normal"), ``derivedFrom`` the ECG and
+``device`` the model Device. The codes come from the caller (the model manifest): this package
+imports nothing of ours, hence the input dataclasses below.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from integrations.fhir.client import FhirClient
+from integrations.fhir.errors import FhirProtocolError
+from integrations.fhir.validation import validate_r4
+
+DEFAULT_FINDING_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:finding"
+DEFAULT_DEVICE_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:model-sha256"
+SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+PREDICTED_FROM_ECG = "predicted from ECG"
+#: Characters that would break a token search (``system|value``, ``,`` for OR, ``\\`` escapes).
+_TOKEN_UNSAFE = frozenset("|,\\$")
+#: Namespace for the urn:uuid fullUrls, so a rebuilt Bundle is byte-identical.
+_URN_NAMESPACE = uuid.UUID("6f1f7c1e-3f0e-4a53-9d1c-2f3f0a1b5c7d")
+
+FindingKind = Literal["diagnosis", "lab"]
+LabDirection = Literal["high", "low"]
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """One model output: ``target`` is the manifest's target name (``I48``, ``potassium_high``)."""
+
+    target: str
+    kind: FindingKind
+    code: str
+    system: str
+    display: str
+    probability: float
+    positive: bool
+    lab_direction: LabDirection | None = None
+    explained_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_token_safe("target", self.target)
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"finding {self.target!r}: probability {self.probability} is outside [0, 1]")
+        if (self.kind == "lab") != (self.lab_direction is not None):
+            raise ValueError(
+                f"finding {self.target!r}: a lab finding needs lab_direction, a diagnosis must not have one"
+            )
+        if self.kind == "lab" and self.explained_by:
+            raise ValueError(f"finding {self.target!r}: only a diagnosis is explained by labs")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelInfo:
+    """The model version that produced the findings; ``sha256`` is its artifact's digest."""
+
+    name: str
+    version: str
+    sha256: str
+
+    def __post_init__(self) -> None:
+        _check_token_safe("model version", self.version)
+        _check_token_safe("sha256", self.sha256)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EcgReference:
+    """The scored ECG Observation: its id on this server, its subject and when it was taken."""
+
+    observation_id: str
+    subject_reference: str | None
+    effective_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteBackConfig:
+    finding_identifier_system: str = DEFAULT_FINDING_IDENTIFIER_SYSTEM
+    device_identifier_system: str = DEFAULT_DEVICE_IDENTIFIER_SYSTEM
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBackResult:
+    """What the server holds now: ids by target, and how many resources this call created."""
+
+    device_id: str
+    observation_ids: dict[str, str]
+    created: int
+    already_present: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    name: str
+    full_url: str
+    resource: Json
+    if_none_exist: str
+    target: str | None = None
+
+
+@dataclass(slots=True)
+class _BundleBuilder:
+    ecg: EcgReference
+    model: ModelInfo
+    config: WriteBackConfig
+    entries: list[_Entry] = field(default_factory=list)
+
+    def urn(self, key: str) -> str:
+        return f"urn:uuid:{uuid.uuid5(_URN_NAMESPACE, f'{self.ecg.observation_id}/{self.model.version}/{key}')}"
+
+    def finding_identifier(self, target: str) -> str:
+        return f"{self.ecg.observation_id}/{self.model.version}/{target}"
+
+
+def build_writeback_bundle(
+    ecg: EcgReference, model: ModelInfo, findings: Sequence[Finding], *, config: WriteBackConfig | None = None
+) -> Json:
+    """The transaction Bundle for one ECG's findings, every resource validated as R4."""
+    builder = _build(ecg, model, findings, config or WriteBackConfig())
+    return _transaction(builder.entries)
+
+
+def write_back(
+    client: FhirClient,
+    ecg: EcgReference,
+    model: ModelInfo,
+    findings: Sequence[Finding],
+    *,
+    config: WriteBackConfig | None = None,
+) -> WriteBackResult:
+    """Send one ECG's findings as one transaction; safe to repeat (conditional creates)."""
+    builder = _build(ecg, model, findings, config or WriteBackConfig())
+    response = client.transaction(_transaction(builder.entries))
+    return _read_response(builder.entries, response, client.config.base_url)
+
+
+def _build(ecg: EcgReference, model: ModelInfo, findings: Sequence[Finding], config: WriteBackConfig) -> _BundleBuilder:
+    _check_explanations(findings)
+    builder = _BundleBuilder(ecg, model, config)
+    device_urn = builder.urn("device")
+    builder.entries.append(_device_entry(builder, device_urn))
+    # Labs first, so each diagnosis can point at the urn:uuid of the labs that explain it.
+    lab_urns = {f.target: builder.urn(f.target) for f in findings if f.kind == "lab"}
+    for finding in sorted(findings, key=lambda f: f.kind != "lab"):
+        explained_by = [lab_urns[target] for target in finding.explained_by]
+        builder.entries.append(_finding_entry(builder, finding, device_urn, explained_by))
+    for entry in builder.entries:
+        validate_r4(entry.resource, entry.name)
+    return builder
+
+
+def _check_explanations(findings: Sequence[Finding]) -> None:
+    targets = [f.target for f in findings]
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"findings repeat a target: {sorted(t for t in set(targets) if targets.count(t) > 1)}")
+    labs = {f.target for f in findings if f.kind == "lab"}
+    for finding in findings:
+        unknown = [target for target in finding.explained_by if target not in labs]
+        if unknown:
+            raise ValueError(f"finding {finding.target!r} is explained by {unknown}, which are not lab findings here")
+
+
+def _device_entry(builder: _BundleBuilder, device_urn: str) -> _Entry:
+    model, system = builder.model, builder.config.device_identifier_system
+    device = {
+        "resourceType": "Device",
+        "identifier": [{"system": system, "value": model.sha256}],
+        "status": "active",
+        "deviceName": [{"name": model.name, "type": "model-name"}],
+        "type": {"text": "ECG machine-learning model"},
+        "version": [{"value": model.version}],
+    }
+    return _Entry(
+        f"Device for model {model.name} {model.version}", device_urn, device, _identifier_query(system, model.sha256)
+    )
+
+
+def _finding_entry(builder: _BundleBuilder, finding: Finding, device_urn: str, explained_by: list[str]) -> _Entry:
+    ecg, system = builder.ecg, builder.config.finding_identifier_system
+    identifier = builder.finding_identifier(finding.target)
+    observation: Json = {
+        "resourceType": "Observation",
+        "meta": {
+            "security": [{"system": SECURITY_SYSTEM, "code": "AIAST", "display": "Artificial Intelligence asserted"}]
+        },
+        "identifier": [{"system": system, "value": identifier}],
+        "status": "preliminary",
+        "code": {"coding": [{"system": finding.system, "code": finding.code, "display": finding.display}]},
+        "effectiveDateTime": _fhir_datetime(ecg.effective_at),
+        "valueQuantity": {"value": round(finding.probability, 6), "unit": "1", "system": UCUM_SYSTEM, "code": "1"},
+        "interpretation": [{"coding": [_interpretation(finding)]}],
+        "device": {"reference": device_urn},
+        "derivedFrom": [{"reference": f"Observation/{ecg.observation_id}"}] + [{"reference": u} for u in explained_by],
+    }
+    if ecg.subject_reference is not None:
+        observation["subject"] = {"reference": ecg.subject_reference}
+    if finding.kind == "lab":
+        observation["method"] = {"text": PREDICTED_FROM_ECG}
+    name = f"Observation {identifier!r}"
+    return _Entry(name, builder.urn(finding.target), observation, _identifier_query(system, identifier), finding.target)
+
+
+def _interpretation(finding: Finding) -> Json:
+    if finding.kind == "lab" and finding.positive:
+        code, display = ("H", "High") if finding.lab_direction == "high" else ("L", "Low")
+    else:
+        code, display = ("POS", "Positive") if finding.positive else ("NEG", "Negative")
+    return {"system": INTERPRETATION_SYSTEM, "code": code, "display": display}
+
+
+def _transaction(entries: list[_Entry]) -> Json:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": entry.full_url,
+                "resource": entry.resource,
+                "request": {
+                    "method": "POST",
+                    "url": entry.resource["resourceType"],
+                    "ifNoneExist": entry.if_none_exist,
+                },
+            }
+            for entry in entries
+        ],
+    }
+    validate_r4(bundle, "write-back transaction Bundle")
+    return bundle
+
+
+def _read_response(entries: list[_Entry], response: Json, base_url: str) -> WriteBackResult:
+    answers = response.get("entry") or []
+    if len(answers) != len(entries):
+        raise FhirProtocolError(base_url, f"transaction answered {len(answers)} entries for {len(entries)} sent")
+    ids = [_stored_id(base_url, entry, answer) for entry, answer in zip(entries, answers, strict=True)]
+    created = sum(str((answer.get("response") or {}).get("status", "")).startswith("201") for answer in answers)
+    return WriteBackResult(
+        device_id=ids[0],
+        observation_ids={entry.target: id_ for entry, id_ in zip(entries, ids, strict=True) if entry.target},
+        created=created,
+        already_present=len(entries) - created,
+    )
+
+
+def _stored_id(base_url: str, entry: _Entry, answer: Json) -> str:
+    """The logical id from ``response.location`` (``Type/id/_history/v``) or the returned resource."""
+    location = str((answer.get("response") or {}).get("location") or "")
+    resource_type = entry.resource["resourceType"]
+    parts = location.split("/")
+    if resource_type in parts and parts.index(resource_type) + 1 < len(parts):
+        return parts[parts.index(resource_type) + 1]
+    resource_id = (answer.get("resource") or {}).get("id")
+    if not resource_id:
+        raise FhirProtocolError(base_url, f"transaction response names no id for {entry.name}")
+    return str(resource_id)
+
+
+def _identifier_query(system: str, value: str) -> str:
+    return urlencode({"identifier": f"{system}|{value}"})
+
+
+def _check_token_safe(what: str, value: str) -> None:
+    unsafe = sorted(set(value) & _TOKEN_UNSAFE)
+    if not value or unsafe:
+        raise ValueError(f"{what} {value!r} is empty or contains {unsafe}, which break an identifier search")
+
+
+def _fhir_datetime(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.isoformat()
