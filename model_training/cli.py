@@ -1,4 +1,4 @@
-"""``ecg-train``: simulate a hospital, report on a cohort, plot example ECGs.
+"""``ecg-train``: simulate a hospital, report on a cohort, plot example ECGs, train, evaluate, export.
 
 Thin on purpose: each command parses its arguments and calls one library function.
 Exit codes: 0 success, 1 a dataset or configuration error (the message names the
@@ -64,7 +64,40 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     examples.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     examples.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default %(default)s)")
+    _add_training_commands(commands)
     return parser
+
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    from model_training.config import DEFAULT_CONFIG
+
+    run = commands.add_parser(
+        "run", help="train the three stages and both baselines, evaluate, export the model",
+        description="Simulate a hospital into DATA if it holds no dataset, build the cohort if needed, then train "
+        "stage 1 (ECG-clinical joint embedding), stage 2 (lab-abnormality heads), stage 3 (diagnosis head), the "
+        "ECG-only and the multimodal baselines; write OUT/metrics.json, OUT/report.md and OUT/model/. Under "
+        "`torchrun --nproc_per_node=K` every stage trains with DistributedDataParallel.",
+    )  # fmt: skip
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training YAML (default: the demo config)")
+    run.add_argument("--data", type=Path, required=True, help="dataset root (simulated into if empty)")
+    run.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics, report, model")
+    run.add_argument("--resume", action="store_true", help="skip the stages whose checkpoint exists in OUT")
+    run.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="re-score a finished run from its checkpoints (metrics.json, report.md)",
+        description="Rebuild the three models of OUT from OUT/config.yaml and OUT/checkpoints, predict the "
+        "validation and test folds, and write OUT/metrics.json (bootstrap CIs) and OUT/report.md.",
+    )  # fmt: skip
+    evaluate.add_argument("--run", type=Path, required=True, metavar="OUT", help="run folder of `ecg-train run`")
+    evaluate.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
+
+    export = commands.add_parser(
+        "export", help="write the served model (TorchScript + manifest) of a finished run",
+        description="Script the ECG-only model of OUT (encoder, diagnosis and lab heads) and write OUT/model/.",
+    )  # fmt: skip
+    export.add_argument("--run", type=Path, required=True, metavar="OUT", help="run folder of `ecg-train run`")
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -116,7 +149,47 @@ def _plot_examples(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"simulate": _simulate, "cohort-report": _cohort_report, "plot-examples": _plot_examples}
+def _run(args: argparse.Namespace) -> int:
+    from model_training.config import load_config
+    from model_training.train.pipeline import run_pipeline
+
+    config = load_config(args.config, {"progress": False} if args.no_progress else None)
+    metrics = run_pipeline(config, args.data, args.out, resume=args.resume, device=args.device)
+    if metrics is not None:
+        print(_headline(metrics))
+        print(f"wrote {args.out / 'metrics.json'}, {args.out / 'report.md'} and {args.out / 'model'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from model_training.train.pipeline import evaluate_run_dir
+
+    print(_headline(evaluate_run_dir(args.run, device=args.device)))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from model_training.train.pipeline import export_run_dir
+
+    print(f"wrote {export_run_dir(args.run)}")
+    return 0
+
+
+def _headline(metrics: dict) -> str:
+    dx = metrics["diagnosis"]
+
+    def estimate(e: dict) -> str:
+        return f"{e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]" if e["value"] is not None else "n/a"
+
+    lines = [f"diagnosis macro AUROC {name}: {estimate(e)}" for name, e in dx["macro_auroc"].items()]
+    lines.append(f"delta ours - ecg_only: {estimate(dx['delta_ours_minus_ecg_only'])}")
+    lines.append(f"gap closed: {estimate(dx['gap_closed'])}")
+    lines += [f"lab macro AUROC {name}: {estimate(e)}" for name, e in metrics["labs"]["macro_auroc"].items()]
+    return "\n".join(lines)
+
+
+COMMANDS = {"simulate": _simulate, "cohort-report": _cohort_report, "plot-examples": _plot_examples, "run": _run,
+            "evaluate": _evaluate, "export": _export}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,210 @@
+"""The training configuration: typed dataclasses read from YAML.
+
+One :class:`TrainConfig` per run, built at the entry point (``ecg-train run --config``)
+and passed down as explicit values. Unknown keys are refused with the dotted path of the
+key, so a typo (``pretrian:``) cannot silently fall back to a default. The resolved
+configuration is written beside the checkpoints, so ``ecg-train evaluate --run OUT``
+rebuilds exactly the models that were trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from model_training.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "demo.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Where the cohort is; if the dataset folder is empty, a hospital of this size is simulated first."""
+
+    cohort_dir: str | None = None  # default: DATA/cohort
+    simulate_patients: int = 4000
+    simulate_seed: int = 0
+    workers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    stem_width: int = 32
+    widths: tuple[int, ...] = (32, 64, 96, 128)
+    blocks_per_stage: int = 1
+    kernel_size: int = 5
+    embedding_dim: int = 128
+    clinical_hidden: tuple[int, ...] = (128, 128, 128)
+    clinical_dropout: float = 0.5
+    joint_dim: int = 128  # pre-training projection space
+    head_hidden: int = 0  # 0: linear heads
+    head_dropout: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PretrainConfig:
+    """Stage 1: ECG crop ↔ clinical vector of the same study, no labels."""
+
+    loss: str = "clip"  # clip | vicreg
+    epochs: int = 30
+    lr: float = 3e-3
+    temperature_init: float = 0.07
+
+
+@dataclass(frozen=True, slots=True)
+class LabsConfig:
+    """Stage 2: lab-abnormality heads on the ECG embedding."""
+
+    encoder: str = "frozen"  # frozen | finetune
+    epochs: int = 10
+    lr: float = 3e-3
+    encoder_lr_scale: float = 0.3  # when fine-tuning: the pre-trained encoder moves more slowly than the new head
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisConfig:
+    """Stage 3: the diagnosis head; optionally fine-tunes the encoder with the lab loss as an auxiliary."""
+
+    epochs: int = 20
+    lr: float = 1e-3
+    loss: str = "bce"  # bce | focal
+    finetune_encoder: bool = True
+    encoder_lr_scale: float = 0.3  # the pre-trained encoder moves more slowly than the new head
+    lab_aux_weight: float = 0.5  # 0: no auxiliary lab loss
+
+
+@dataclass(frozen=True, slots=True)
+class BaselinesConfig:
+    """ECG-only from scratch and late-fusion multimodal: same encoder, same split."""
+
+    epochs: int = 40
+    lr: float = 3e-3
+    loss: str = "bce"
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationConfig:
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    labs: LabsConfig = field(default_factory=LabsConfig)
+    diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 128
+    num_threads: int = 2
+    weight_decay: float = 1e-4
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("pretrain.loss", self.pretrain.loss, ("clip", "vicreg"))
+        _check_choice("labs.encoder", self.labs.encoder, ("frozen", "finetune"))
+        _check_choice("diagnosis.loss", self.diagnosis.loss, ("bce", "focal"))
+        _check_choice("baselines.loss", self.baselines.loss, ("bce", "focal"))
+        if self.diagnosis.finetune_encoder and self.diagnosis.lab_aux_weight <= 0:
+            raise ConfigError(
+                "diagnosis: finetune_encoder needs lab_aux_weight > 0, or the lab heads no longer match the encoder"
+            )
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size: must be at least 2 (batch statistics), got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, object]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_config(path: Path, overrides: dict[str, object] | None = None) -> TrainConfig:
+    """Read ``path`` (YAML); ``overrides`` maps dotted keys (``"device"``, ``"pretrain.loss"``) to values."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_from_dict(raw: dict[str, object]) -> TrainConfig:
+    return _build(TrainConfig, raw, "")
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _set_dotted(raw: dict, dotted: str, value: object) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def _build(cls: type, raw: object, prefix: str) -> object:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f" in {prefix.rstrip('.')}" if prefix else ""
+        raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}{where}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(hints[name], value, prefix + name) for name, value in raw.items()}
+    return cls(**values)
+
+
+def _convert(hint: object, value: object, key: str) -> object:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")  # type: ignore[arg-type]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(args[0], v, key) for v in value)
+    return _scalar(hint, value, key)
+
+
+def _scalar(hint: object, value: object, key: str) -> object:
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

@@ -1,0 +1,1 @@
+"""The trainer: cohort tensors, the epoch loop (single process or DDP), the three stages, the baselines, the run."""

@@ -1,0 +1,63 @@
+"""One checkpoint per stage and baseline under OUT/checkpoints/, so ``--resume`` skips what is done.
+
+A checkpoint records the configuration sections it depends on (a stage depends on its own
+section and those of the stages before it); resuming when one of them changed is refused
+rather than mixing stages trained under different settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model_training.config import TrainConfig
+from model_training.errors import ConfigError
+from model_training.train.loop import FitResult
+
+#: What every stage's weights depend on, besides its own section(s).
+SHARED_KEYS = ("model", "seed", "batch_size", "weight_decay")
+
+#: The configuration sections each stage's weights depend on.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("pretrain",),
+    "labs": ("pretrain", "labs"),
+    "diagnosis": ("pretrain", "labs", "diagnosis"),
+    "ecg_only": ("baselines",),
+    "multimodal": ("baselines",),
+}
+
+
+def checkpoint_path(checkpoint_dir: Path, stage: str) -> Path:
+    return checkpoint_dir / f"{stage}.pt"
+
+
+def save_stage(path: Path, modules: dict[str, nn.Module], result: FitResult, config: TrainConfig) -> None:
+    """Write the stage named by ``path``'s stem atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "modules": {name: module.state_dict() for name, module in modules.items()},
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "history": result.history,
+        "config": _stage_config(config, path.stem),
+    }
+    partial = path.with_suffix(".pt.partial")
+    torch.save(payload, partial)
+    partial.replace(path)  # a crash mid-write never leaves a checkpoint that looks finished
+
+
+def load_stage(path: Path, modules: dict[str, nn.Module], config: TrainConfig | None) -> FitResult:
+    """Load ``modules`` in place from ``path``; with ``config``, refuse one trained under other settings."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if config is not None and payload["config"] != _stage_config(config, path.stem):
+        raise ConfigError(f"{path}: trained with a different configuration; use a new --out or drop --resume")
+    for name, module in modules.items():
+        module.load_state_dict(payload["modules"][name])
+    return FitResult(payload["best_epoch"], payload["best_score"], payload["history"])
+
+
+def _stage_config(config: TrainConfig, stage: str) -> dict[str, object]:
+    everything = config.to_dict()
+    return {key: everything[key] for key in (*SHARED_KEYS, *STAGE_SECTIONS[stage])}

@@ -1,0 +1,123 @@
+"""The one epoch loop every stage and baseline trains with.
+
+A *task* is an ``nn.Module`` whose ``forward(batch)`` returns the loss (open_clip's
+pattern): it holds exactly the parameters being trained, so the same task can be
+wrapped in DDP unchanged. After each epoch ``validate`` scores the unwrapped task on the
+validation fold; the best-scoring weights are kept (model selection on validation
+macro AUROC). Every rank validates on the whole validation fold with identical weights,
+so every rank selects the same epoch without communicating.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from model_training.train.data import CohortTensors, to_device
+from model_training.train.distributed import DistContext, wrap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FitSettings:
+    epochs: int
+    batch_size: int
+    seed: int
+    weight_decay: float
+    progress: bool
+    desc: str
+
+
+@dataclass(slots=True)
+class FitResult:
+    best_epoch: int = -1
+    best_score: float = -math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit(
+    task: nn.Module,
+    param_groups: list[dict],
+    data: CohortTensors,
+    settings: FitSettings,
+    ctx: DistContext,
+    validate: Callable[[nn.Module], float] | None = None,
+) -> FitResult:
+    """Train ``task`` on the training fold with AdamW + one-cycle schedule; keep the best validated weights.
+
+    ``param_groups`` are AdamW groups with their own ``lr``; without ``validate`` the last epoch is kept.
+    """
+    task.to(ctx.device)
+    trained = wrap(task, ctx)
+    loader, sampler = _loader(data, settings, ctx)
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=settings.weight_decay)
+    steps = max(1, settings.epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=steps, pct_start=0.2
+    )
+    result, best_state = FitResult(), None
+    for epoch in range(settings.epochs):
+        sampler.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch * 101 + ctx.rank)
+        loss = _train_epoch(trained, loader, data, generator, optimizer, scheduler, settings, ctx, epoch)
+        entry = {"epoch": float(epoch), "train_loss": loss}
+        if validate is not None:
+            entry["val_score"] = validate(task)
+            if entry["val_score"] > result.best_score:
+                result.best_epoch, result.best_score = epoch, entry["val_score"]
+                best_state = copy.deepcopy(task.state_dict())
+        result.history.append(entry)
+        if ctx.is_main:
+            log.info("%s epoch %d: %s", settings.desc, epoch, {k: round(v, 4) for k, v in entry.items()})
+    if best_state is not None:
+        task.load_state_dict(best_state)
+    else:
+        result.best_epoch = settings.epochs - 1
+    return result
+
+
+def _loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, DistributedSampler]:
+    rows = data.splits["train"]
+    # Explicit replicas/rank: the same sampler shards under DDP and shuffles in a single process.
+    sampler = DistributedSampler(rows, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=settings.seed,
+                                 drop_last=True)  # fmt: skip
+    per_rank = len(rows) // ctx.world_size
+    # A batch of one breaks batch norm; tiny cohorts shrink the batch rather than train on nothing.
+    batch_size = max(2, min(settings.batch_size, per_rank))
+    return DataLoader(rows, batch_size=batch_size, sampler=sampler, drop_last=True), sampler
+
+
+def _train_epoch(
+    trained: nn.Module,
+    loader: DataLoader,
+    data: CohortTensors,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    settings: FitSettings,
+    ctx: DistContext,
+    epoch: int,
+) -> float:
+    trained.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=f"{settings.desc} {epoch + 1}/{settings.epochs}", leave=False,
+               disable=not (settings.progress and ctx.is_main))  # fmt: skip
+    for rows in bar:
+        batch = to_device(data.training_batch(rows, generator), ctx.device)
+        loss = trained(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total, count = total + float(loss.detach()), count + 1
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)

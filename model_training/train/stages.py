@@ -1,0 +1,179 @@
+"""The method's three stages and the two baselines, each trained once and checkpointed.
+
+* ``pretrain`` (stage 1): ECG encoder ↔ clinical encoder, CLIP or VICReg, no labels.
+* ``labs`` (stage 2): lab-abnormality head on the ECG embedding, encoder frozen or fine-tuned.
+* ``diagnosis`` (stage 3): diagnosis head on the ECG embedding; optionally fine-tunes the
+  encoder, keeping the lab loss as an auxiliary so the lab head still matches it.
+* ``ecg_only``: the same encoder and head from scratch on diagnoses (lower bound).
+* ``multimodal``: late fusion of ECG and clinical encoders (upper bound).
+
+Each function returns the trained modules; with ``resume`` a finished stage is loaded
+from OUT/checkpoints/<stage>.pt instead of trained again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from model_training.config import TrainConfig
+from model_training.errors import ModelTrainingError
+from model_training.losses import ClipLoss, VicRegLoss, multilabel_loss
+from model_training.models import ClinicalEncoder, EcgEncoder, Head, LateFusionModel
+from model_training.train import builders
+from model_training.train.checkpoints import checkpoint_path, load_stage, save_stage
+from model_training.train.data import CohortTensors
+from model_training.train.distributed import DistContext, barrier
+from model_training.train.loop import FitResult, FitSettings, fit
+from model_training.train.predict import macro_auroc, window_probabilities
+from model_training.train.tasks import EcgHeadsTask, MultimodalTask, PretrainTask
+
+log = logging.getLogger(__name__)
+
+#: Seed offsets, so each stage's initialisation is distinct but reproducible.
+_SEEDS = {"pretrain": 0, "labs": 10, "diagnosis": 20, "ecg_only": 30, "multimodal": 40}
+EVAL_BATCH = 256
+
+
+@dataclass(slots=True)
+class StageRunner:
+    """What every stage needs: configuration, data, process context, and where checkpoints live."""
+
+    config: TrainConfig
+    data: CohortTensors
+    ctx: DistContext
+    checkpoint_dir: Path
+    resume: bool
+    require_checkpoints: bool = False  # evaluate/export: load every stage, train none
+
+    def seed(self, stage: str) -> int:
+        return self.config.seed * 1000 + _SEEDS[stage]
+
+    def run(
+        self,
+        stage: str,
+        modules: dict[str, nn.Module],
+        train: Callable[[], FitResult],
+    ) -> FitResult:
+        """Load ``modules`` from the stage's checkpoint when resuming, else ``train()`` and save them (rank 0)."""
+        path = checkpoint_path(self.checkpoint_dir, stage)
+        if self.require_checkpoints and not path.exists():
+            raise ModelTrainingError(f"{path}: no checkpoint for stage {stage!r}; train it with `ecg-train run` first")
+        if (self.resume or self.require_checkpoints) and path.exists():
+            result = load_stage(path, modules, self.config)
+            log.info("%s: resumed from %s (best epoch %d)", stage, path, result.best_epoch)
+            return result
+        result = train()
+        if self.ctx.is_main:
+            save_stage(path, modules, result, self.config)
+            log.info("%s: kept epoch %d (validation score %.4f)", stage, result.best_epoch, result.best_score)
+        barrier(self.ctx)
+        return result
+
+    def settings(self, stage: str, epochs: int) -> FitSettings:
+        config = self.config
+        return FitSettings(epochs=epochs, batch_size=config.batch_size, seed=self.seed(stage),
+                           weight_decay=config.weight_decay, progress=config.progress, desc=stage)  # fmt: skip
+
+    def validator(self, target: str) -> Callable[[nn.Module], float]:
+        """Validation macro AUROC of ``target`` ("dx" or "lab") from a task's ``<target>_logits``."""
+        rows = self.data.splits["val"]
+        labels = (self.data.dx if target == "dx" else self.data.labs)[rows].numpy()
+
+        def score(task: nn.Module) -> float:
+            task.eval()
+            logits_fn = getattr(task, f"{target}_logits")
+            probs = window_probabilities(logits_fn, self.data, rows, batch_size=EVAL_BATCH, device=self.ctx.device)
+            value = macro_auroc(labels, probs)
+            return value if value == value else 0.0  # NaN (a validation fold without positives) selects the last
+
+        return score
+
+
+def pretrain(runner: StageRunner) -> tuple[EcgEncoder, ClinicalEncoder]:
+    config, seed = runner.config, runner.seed("pretrain")
+    ecg = builders.ecg_encoder(config.model, seed=seed)
+    clinical = builders.clinical_encoder(config.model, runner.data.scaler, seed=seed + 1)
+    projectors = (builders.projector(config.model, seed=seed + 2), builders.projector(config.model, seed=seed + 3))
+    loss = ClipLoss(config.pretrain.temperature_init) if config.pretrain.loss == "clip" else VicRegLoss()
+    task = PretrainTask(ecg, clinical, *projectors, loss)
+    modules = {"ecg_encoder": ecg, "clinical_encoder": clinical, "task": task}
+
+    def train() -> FitResult:
+        groups = [{"params": [p for p in task.parameters() if p.requires_grad], "lr": config.pretrain.lr}]
+        return fit(task, groups, runner.data, runner.settings("pretrain", config.pretrain.epochs), runner.ctx)
+
+    runner.run("pretrain", modules, train)
+    return ecg, clinical
+
+
+def labs(runner: StageRunner, encoder: EcgEncoder) -> Head:
+    config = runner.config
+    lab_head = builders.head(config.model, runner.data.n_labs, seed=runner.seed("labs"))
+    frozen = config.labs.encoder == "frozen"
+    task = EcgHeadsTask(encoder, lab_head=lab_head, freeze_encoder=frozen)
+
+    def train() -> FitResult:
+        groups = [{"params": list(lab_head.parameters()), "lr": config.labs.lr}]
+        if not frozen:
+            groups.append({"params": list(encoder.parameters()), "lr": config.labs.lr * config.labs.encoder_lr_scale})
+        settings = runner.settings("labs", config.labs.epochs)
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("lab"))
+
+    runner.run("labs", {"ecg_encoder": encoder, "lab_head": lab_head}, train)
+    encoder.requires_grad_(True)
+    return lab_head
+
+
+def diagnosis(runner: StageRunner, encoder: EcgEncoder, lab_head: Head) -> Head:
+    config, cfg = runner.config, runner.config.diagnosis
+    dx_head = builders.head(config.model, runner.data.n_dx, seed=runner.seed("diagnosis"))
+    aux = cfg.lab_aux_weight > 0
+    task = EcgHeadsTask(encoder, dx_head=dx_head, lab_head=lab_head if aux else None, dx_loss=multilabel_loss(cfg.loss),
+                        lab_weight=cfg.lab_aux_weight, freeze_encoder=not cfg.finetune_encoder)  # fmt: skip
+
+    def train() -> FitResult:
+        groups = [{"params": list(dx_head.parameters()), "lr": cfg.lr}]
+        if aux:
+            groups.append({"params": list(lab_head.parameters()), "lr": cfg.lr})
+        if cfg.finetune_encoder:
+            groups.append({"params": list(encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale})
+        settings = runner.settings("diagnosis", cfg.epochs)
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"))
+
+    runner.run("diagnosis", {"ecg_encoder": encoder, "lab_head": lab_head, "dx_head": dx_head}, train)
+    encoder.requires_grad_(True)
+    return dx_head
+
+
+def ecg_only(runner: StageRunner) -> tuple[EcgEncoder, Head]:
+    config, seed = runner.config, runner.seed("ecg_only")
+    encoder = builders.ecg_encoder(config.model, seed=seed)
+    dx_head = builders.head(config.model, runner.data.n_dx, seed=seed + 1)
+    task = EcgHeadsTask(encoder, dx_head=dx_head, dx_loss=multilabel_loss(config.baselines.loss))
+
+    def train() -> FitResult:
+        groups = [{"params": list(task.parameters()), "lr": config.baselines.lr}]
+        settings = runner.settings("ecg_only", config.baselines.epochs)
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"))
+
+    runner.run("ecg_only", {"ecg_encoder": encoder, "dx_head": dx_head}, train)
+    return encoder, dx_head
+
+
+def multimodal(runner: StageRunner) -> LateFusionModel:
+    config = runner.config
+    model = builders.late_fusion(config.model, runner.data.scaler, runner.data.n_dx, seed=runner.seed("multimodal"))
+    task = MultimodalTask(model, multilabel_loss(config.baselines.loss))
+
+    def train() -> FitResult:
+        groups = [{"params": list(model.parameters()), "lr": config.baselines.lr}]
+        settings = runner.settings("multimodal", config.baselines.epochs)
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"))
+
+    runner.run("multimodal", {"model": model}, train)
+    return model
