@@ -171,7 +171,12 @@ class Store:
             return int(quarantine_id.scalar_one())
 
     def list_quarantine(
-        self, *, state: QuarantineState | None = QuarantineState.OPEN, kind: str | None = None, limit: int = 100
+        self,
+        *,
+        state: QuarantineState | None = QuarantineState.OPEN,
+        kind: str | None = None,
+        raw_ref: str | None = None,
+        limit: int = 100,
     ) -> list[StoredQuarantineEntry]:
         """Quarantine entries, oldest first; ``state=None`` lists every state."""
         table = t.quarantine
@@ -180,6 +185,8 @@ class Store:
             query = query.where(table.c.state == QuarantineState(state).value)
         if kind is not None:
             query = query.where(table.c.kind == kind)
+        if raw_ref is not None:
+            query = query.where(table.c.raw_ref == raw_ref)
         with self._begin("quarantine list") as connection:
             return [_quarantine_from_row(row) for row in connection.execute(query).mappings()]
 

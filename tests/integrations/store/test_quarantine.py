@@ -38,3 +38,9 @@ def test_a_resolved_entry_is_listed_only_when_asked_for(store):
     store.mark_quarantine_resolved(quarantine_id)
     assert store.list_quarantine() == []
     assert [e.state for e in store.list_quarantine(state=None)] == [QuarantineState.RESOLVED]
+
+
+def test_entries_can_be_looked_up_by_their_raw_reference(store):
+    store.add_quarantine(QuarantineEntry(kind="wfdb_record", origin="/in", reason="bad", raw_ref="/in/a"))
+    wanted = store.add_quarantine(QuarantineEntry(kind="wfdb_record", origin="/in", reason="bad", raw_ref="/in/b"))
+    assert [e.id for e in store.list_quarantine(raw_ref="/in/b")] == [wanted]

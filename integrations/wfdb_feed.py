@@ -1,0 +1,279 @@
+"""A folder of WFDB records as a feed: each new, complete record is handed out once, each corrupt one quarantined.
+
+:func:`scan` walks the folder (recursively) and yields a :class:`NewRecord` (the
+canonical :class:`~integrations.ecg.EcgRecord`, remembered in the store's ECG studies)
+or a :class:`RejectedRecord` (quarantined, with the reason). A record is identified by
+its path relative to the folder, and versioned by the sha256 of its files, so an
+unchanged record is never handed out twice and a rewritten one is a new version.
+
+Files are copied in by other programs, so a record may be half-written when we look:
+one whose files changed less than ``settle_s`` ago, or whose data file is missing, is
+left for a later scan, never rejected. Only a settled record that still does not read
+is quarantined.
+
+A watermark (the store's, per ``source``) remembers up to which change time the folder
+has been examined, so a nightly scan re-reads only what changed since the last one.
+It uses the inode change time as well as the modification time, because copies that
+keep the original mtime (``cp -p``, ``rsync -a``) still get a fresh ctime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+
+import wfdb
+
+from integrations.ecg import EcgRecord
+from integrations.errors import EcgReadError, InvalidEcgError
+from integrations.store import EcgStudy, QuarantineEntry, Store, StudyStatus
+from integrations.wfdb_files import read_wfdb
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "wfdb"
+#: How long a record's files must be unchanged before it is read; longer than any copy into the folder takes.
+DEFAULT_SETTLE_S = 60.0
+QUARANTINE_KIND = "wfdb_record"
+#: Formats whose data file size follows from the header exactly (the packed and FLAC ones are left to wfdb).
+_BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2}
+#: MIMIC-IV-ECG keeps each subject's records under ``pNNNNNNNN/``.
+_MIMIC_SUBJECT_DIR = re.compile(r"^p(\d{8})$")
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record to score: ``record.record_id`` is its relative path, ``record.source_version`` its content hash."""
+
+    study_id: int
+    record: EcgRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A record that will not read; it is in quarantine as ``quarantine_id``."""
+
+    record_id: str
+    reason: str
+    quarantine_id: int
+
+
+FeedItem = NewRecord | RejectedRecord
+
+
+class _NotReady(Exception):
+    """The record is still being written; look again in a later scan."""
+
+
+class _Unusable(Exception):
+    """The record is settled and still cannot be read: the message is the quarantine reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One ``.hea`` found in the folder and what it takes to judge it."""
+
+    folder: Path
+    header_path: Path
+    source: str
+
+    @property
+    def base(self) -> Path:
+        return self.header_path.with_suffix("")
+
+    @property
+    def record_id(self) -> str:
+        return self.base.relative_to(self.folder).as_posix()
+
+
+def scan(
+    folder: Path,
+    store: Store,
+    *,
+    source: str = DEFAULT_SOURCE,
+    settle_s: float = DEFAULT_SETTLE_S,
+    device_timezone: tzinfo = UTC,
+    now_s: Callable[[], float] = time.time,
+) -> Iterator[FeedItem]:
+    """Yield every record under ``folder`` that is new since the last scan of ``source``, in path order.
+
+    ``device_timezone`` is the zone of the acquisition times in the headers (WFDB keeps
+    none). Store errors propagate: the scan stops and its watermark stays where it was,
+    so an interrupted scan is simply repeated. The watermark advances only once the
+    caller has consumed every item.
+    """
+    scan_started_s = now_s()
+    watermark_key = f"wfdb-feed:{source}"
+    cutoff_s = _watermark_s(store, watermark_key)
+    for header_path in sorted(folder.rglob("*.hea")):
+        item = _examine(
+            _Record(folder, header_path, source), store, cutoff_s, scan_started_s - settle_s, device_timezone
+        )
+        if item is not None:
+            yield item
+    store.advance_watermark(watermark_key, datetime.fromtimestamp(scan_started_s - settle_s, UTC).isoformat())
+
+
+def _watermark_s(store: Store, key: str) -> float:
+    watermark = store.get_watermark(key)
+    return float("-inf") if watermark is None else datetime.fromisoformat(watermark.value).timestamp()
+
+
+def _examine(
+    candidate: _Record, store: Store, cutoff_s: float, settled_before_s: float, device_timezone: tzinfo
+) -> FeedItem | None:
+    try:
+        settled = _settled_files(candidate, cutoff_s, settled_before_s)
+        if settled is None:
+            return None
+        header, files = settled
+        version = _content_sha256(files)
+        known = store.get_study(candidate.source, candidate.record_id, version)
+        if known is not None and known.status != StudyStatus.NEW:
+            return None  # scored (or failed) before: never hand it out twice
+        _check_data_sizes(candidate, header)
+        record = _read(candidate, version, device_timezone)
+    except _NotReady as exc:
+        logger.info("WFDB record %s not ready: %s", candidate.record_id, exc)
+        return None
+    except _Unusable as exc:
+        return _reject(candidate, store, str(exc))
+    study = store.upsert_study(_study_of(record, candidate.source))
+    return NewRecord(study.id, record)
+
+
+def _settled_files(
+    candidate: _Record, cutoff_s: float, settled_before_s: float
+) -> tuple[wfdb.Record, list[Path]] | None:
+    """The header and the record's files, or None when none changed since the cutoff.
+
+    Raises :class:`_NotReady` while the record is being written, :class:`_Unusable`
+    for a settled header that does not parse.
+    """
+    header_changed_s = _changed_s(candidate.header_path)
+    try:
+        header = _read_header(candidate)
+    except _Unusable:
+        if header_changed_s < cutoff_s:
+            return None
+        if header_changed_s >= settled_before_s:
+            raise _NotReady("header still being written") from None
+        raise
+    files = [candidate.header_path, *(candidate.header_path.parent / name for name in _data_file_names(header))]
+    missing = [path.name for path in files if not path.exists()]
+    if missing:
+        raise _NotReady(f"waiting for {', '.join(missing)}")
+    changed_s = max(_changed_s(path) for path in files)
+    if changed_s < cutoff_s:
+        return None
+    if changed_s >= settled_before_s:
+        raise _NotReady("files changed too recently")
+    return header, files
+
+
+def _changed_s(path: Path) -> float:
+    try:
+        status = path.stat()
+    except FileNotFoundError as exc:
+        raise _NotReady(f"{path.name} disappeared while scanning") from exc
+    return max(status.st_mtime, status.st_ctime)
+
+
+def _read_header(candidate: _Record) -> wfdb.Record:
+    try:
+        header = wfdb.rdheader(str(candidate.base))
+    except FileNotFoundError as exc:
+        raise _NotReady("header disappeared while scanning") from exc
+    except (ValueError, IndexError, TypeError, AttributeError, OSError) as exc:
+        # wfdb reports a malformed header with whatever its parser raised.
+        raise _Unusable(f"unreadable WFDB header: {exc or type(exc).__name__}") from exc
+    if not isinstance(header, wfdb.Record):
+        raise _Unusable("multi-segment WFDB records are not supported")
+    if not header.n_sig or not header.file_name or len(header.file_name) != header.n_sig:
+        raise _Unusable(f"header declares {header.n_sig or 0} signals but describes {len(header.file_name or [])}")
+    return header
+
+
+def _data_file_names(header: wfdb.Record) -> list[str]:
+    return sorted(set(header.file_name))
+
+
+def _content_sha256(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with path.open("rb") as stream:
+            while chunk := stream.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_data_sizes(candidate: _Record, header: wfdb.Record) -> None:
+    """A settled data file whose size disagrees with its header is truncated or foreign: reject it."""
+    if not header.sig_len:
+        return  # length unknown: wfdb reads to the end of the file
+    for name in _data_file_names(header):
+        signals = [i for i, file_name in enumerate(header.file_name) if file_name == name]
+        formats = {header.fmt[i] for i in signals}
+        if len(formats) != 1 or (fmt := formats.pop()) not in _BYTES_PER_SAMPLE:
+            continue
+        offset = (header.byte_offset or [0] * header.n_sig)[signals[0]] or 0
+        expected = offset + header.sig_len * len(signals) * _BYTES_PER_SAMPLE[fmt]
+        actual = (candidate.header_path.parent / name).stat().st_size
+        if actual != expected:
+            raise _Unusable(f"data file {name} has {actual} bytes, the header expects {expected}")
+
+
+def _read(candidate: _Record, version: str, device_timezone: tzinfo) -> EcgRecord:
+    try:
+        record = read_wfdb(
+            candidate.base,
+            record_id=candidate.record_id,
+            subject_id=_mimic_subject_id(candidate.record_id),
+            source=candidate.source,
+        )
+    except (EcgReadError, InvalidEcgError) as exc:
+        raise _Unusable(exc.reason) from exc
+    acquired_at = record.acquired_at
+    if acquired_at is not None and acquired_at.tzinfo is None:
+        acquired_at = acquired_at.replace(tzinfo=device_timezone)
+    return replace(record, source_version=version, acquired_at=acquired_at)
+
+
+def _mimic_subject_id(record_id: str) -> str | None:
+    for part in record_id.split("/"):
+        if match := _MIMIC_SUBJECT_DIR.match(part):
+            return match.group(1)
+    return None
+
+
+def _study_of(record: EcgRecord, source: str) -> EcgStudy:
+    assert record.source_version is not None  # set by _read
+    return EcgStudy(
+        source=source,
+        source_id=record.record_id,
+        source_version=record.source_version,
+        fs_hz=record.fs_hz,
+        leads=record.lead_names,
+        patient_ref=record.subject_id,
+        acquired_at=record.acquired_at,
+    )
+
+
+def _reject(candidate: _Record, store: Store, reason: str) -> RejectedRecord:
+    """Quarantine the record, once per reason: an interrupted scan that meets it again reuses the open entry."""
+    raw_ref = str(candidate.base)
+    logger.warning("WFDB record %s rejected: %s", candidate.record_id, reason)
+    open_entries = store.list_quarantine(kind=QUARANTINE_KIND, raw_ref=raw_ref)
+    quarantine_id = next((entry.id for entry in open_entries if entry.entry.reason == reason), None)
+    if quarantine_id is None:
+        entry = QuarantineEntry(kind=QUARANTINE_KIND, origin=str(candidate.folder), reason=reason, raw_ref=raw_ref)
+        quarantine_id = store.add_quarantine(entry)
+    return RejectedRecord(candidate.record_id, reason, quarantine_id)

@@ -1,0 +1,199 @@
+"""The WFDB folder feed: every complete record once, half-written ones later, corrupt ones quarantined once."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
+from integrations.store import QuarantineState, Store, StudyStatus
+from integrations.wfdb_feed import QUARANTINE_KIND, NewRecord, RejectedRecord, scan
+from integrations.wfdb_files import write_wfdb
+
+SETTLE_S = 60.0
+MIMIC_RECORD = "files/p1000/p10000032/s40689238/40689238"
+
+
+class Clock:
+    """Scan time and file change times, both far enough ahead of the real clock that the files' ctimes never count."""
+
+    def __init__(self) -> None:
+        self.now_s = time.time() + 100_000
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store.from_url(f"sqlite:///{tmp_path / 'store.db'}")
+    store.upgrade()
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "incoming"
+    path.mkdir()
+    return path
+
+
+def _ecg(seed: int = 0) -> EcgRecord:
+    signal = np.random.default_rng(seed).normal(0.0, 0.3, size=(12, 500))
+    return EcgRecord("r", signal, 500.0, MODEL_LEAD_ORDER, acquired_at=datetime(2180, 7, 23, 8, 44))
+
+
+def _write(folder: Path, relative: str, clock: Clock, *, seed: int = 0, age_s: float = 2 * SETTLE_S) -> Path:
+    """Write a record that last changed ``age_s`` before the clock's now; returns its path without extension."""
+    relative_path = Path(relative)
+    base = write_wfdb(_ecg(seed), folder / relative_path.parent, relative_path.name)
+    _set_changed(base, clock.now_s - age_s)
+    return base
+
+
+def _set_changed(base: Path, changed_s: float) -> None:
+    for path in base.parent.glob(base.name + ".*"):
+        os.utime(path, (changed_s, changed_s))
+
+
+def _scan(folder: Path, store: Store, clock: Clock, **options) -> list[NewRecord | RejectedRecord]:
+    return list(scan(folder, store, settle_s=SETTLE_S, now_s=clock, **options))
+
+
+def test_a_complete_record_is_handed_out_as_a_canonical_record_and_remembered(folder, store, clock):
+    _write(folder, MIMIC_RECORD, clock)
+    [item] = _scan(folder, store, clock, device_timezone=timezone(timedelta(hours=-5)))
+    assert isinstance(item, NewRecord)
+    record = item.record
+    assert record.record_id == MIMIC_RECORD and record.source == "wfdb" and record.subject_id == "10000032"
+    assert set(record.lead_names) == set(MODEL_LEAD_ORDER) and record.fs_hz == 500.0
+    assert record.acquired_at == datetime(2180, 7, 23, 13, 44, tzinfo=UTC)
+    assert len(record.source_version) == 64  # sha256 of the files
+    study = store.get_study("wfdb", MIMIC_RECORD, record.source_version)
+    assert study.id == item.study_id and study.status == StudyStatus.NEW
+    assert study.study.patient_ref == "10000032" and study.study.leads == record.lead_names
+
+
+def test_records_are_found_in_subfolders_and_handed_out_in_path_order(folder, store, clock):
+    for relative in ("b/2", "a/deeper/1", "c"):
+        _write(folder, relative, clock)
+    assert [item.record.record_id for item in _scan(folder, store, clock)] == ["a/deeper/1", "b/2", "c"]
+
+
+def test_a_second_scan_of_an_unchanged_folder_hands_out_nothing(folder, store, clock):
+    _write(folder, "r1", clock)
+    assert len(_scan(folder, store, clock)) == 1
+    clock.advance(3600)
+    assert _scan(folder, store, clock) == []
+
+
+def test_a_scored_record_is_not_handed_out_again_when_its_files_are_touched(folder, store, clock):
+    base = _write(folder, "r1", clock)
+    [item] = _scan(folder, store, clock)
+    store.set_study_status(item.study_id, StudyStatus.SCORED)
+    clock.advance(3600)
+    _set_changed(base, clock.now_s - 2 * SETTLE_S)  # same content, new times
+    assert _scan(folder, store, clock) == []
+
+
+def test_a_rewritten_record_is_a_new_version_and_handed_out_again(folder, store, clock):
+    _write(folder, "r1", clock, seed=0)
+    [first] = _scan(folder, store, clock)
+    clock.advance(3600)
+    _write(folder, "r1", clock, seed=1)
+    [second] = _scan(folder, store, clock)
+    assert second.record.record_id == "r1" and second.record.source_version != first.record.source_version
+    assert second.study_id != first.study_id
+
+
+def test_records_handed_out_but_not_scored_are_handed_out_again_after_an_interrupted_scan(folder, store, clock):
+    _write(folder, "r1", clock)
+    _write(folder, "r2", clock)
+    interrupted = scan(folder, store, settle_s=SETTLE_S, now_s=clock)
+    next(interrupted)  # the agent died while scoring r1
+    interrupted.close()
+    assert [item.record.record_id for item in _scan(folder, store, clock)] == ["r1", "r2"]
+
+
+def test_a_record_that_changed_within_the_settle_time_is_left_for_a_later_scan(folder, store, clock):
+    _write(folder, "r1", clock, age_s=SETTLE_S / 2)
+    assert _scan(folder, store, clock) == []
+    clock.advance(SETTLE_S)
+    assert [item.record.record_id for item in _scan(folder, store, clock)] == ["r1"]
+
+
+def test_a_header_whose_data_file_has_not_arrived_waits_without_quarantine(folder, store, clock):
+    base = _write(folder, "r1", clock)
+    data = base.with_suffix(".dat").read_bytes()
+    base.with_suffix(".dat").unlink()
+    assert _scan(folder, store, clock) == []
+    clock.advance(3600)
+    assert _scan(folder, store, clock) == []
+    base.with_suffix(".dat").write_bytes(data)  # arrives after that scan, and settles
+    arrived_s = clock.now_s + 1
+    os.utime(base.with_suffix(".dat"), (arrived_s, arrived_s))
+    clock.advance(2 * SETTLE_S)
+    assert [item.record.record_id for item in _scan(folder, store, clock)] == ["r1"]
+    assert store.list_quarantine() == []
+
+
+def test_a_data_file_still_being_written_waits_and_is_quarantined_only_if_it_stays_short(folder, store, clock):
+    base = _write(folder, "r1", clock)
+    data_path = base.with_suffix(".dat")
+    data_path.write_bytes(data_path.read_bytes()[:1000])
+    _set_changed(base, clock.now_s - 1)
+    assert _scan(folder, store, clock) == []
+    clock.advance(SETTLE_S)
+    [item] = _scan(folder, store, clock)
+    assert isinstance(item, RejectedRecord)
+    assert item.record_id == "r1" and item.reason == "data file r1.dat has 1000 bytes, the header expects 12000"
+
+
+def test_a_garbage_header_is_quarantined_with_its_origin_path_and_reason(folder, store, clock):
+    header = folder / "broken" / "x.hea"
+    header.parent.mkdir()
+    header.write_bytes(b"\x00\xffnot a header at all\n")
+    _set_changed(header.with_suffix(""), clock.now_s - 2 * SETTLE_S)
+    [item] = _scan(folder, store, clock)
+    assert isinstance(item, RejectedRecord) and item.reason.startswith("unreadable WFDB header")
+    [entry] = store.list_quarantine(kind=QUARANTINE_KIND)
+    assert entry.id == item.quarantine_id and entry.state == QuarantineState.OPEN
+    assert entry.entry.origin == str(folder) and entry.entry.raw_ref == str(folder / "broken" / "x")
+    assert entry.entry.reason == item.reason
+
+
+def test_a_header_still_being_written_is_not_quarantined(folder, store, clock):
+    base = _write(folder, "r1", clock)
+    header = base.with_suffix(".hea")
+    header.write_text(header.read_text().splitlines()[0] + "\n")  # only the record line so far
+    _set_changed(base, clock.now_s - 1)
+    assert _scan(folder, store, clock) == []
+    assert store.list_quarantine() == []
+
+
+def test_a_corrupt_record_met_again_after_an_interrupted_scan_is_quarantined_once(folder, store, clock):
+    (folder / "x.hea").write_text("x 12 500 5000\n")
+    _set_changed(folder / "x", clock.now_s - 2 * SETTLE_S)
+    _write(folder, "y", clock)
+    interrupted = scan(folder, store, settle_s=SETTLE_S, now_s=clock)
+    first = next(interrupted)
+    interrupted.close()
+    [again, _] = _scan(folder, store, clock)
+    assert again.quarantine_id == first.quarantine_id
+    assert len(store.list_quarantine()) == 1
+    assert again.reason == "header declares 12 signals but describes 0"
