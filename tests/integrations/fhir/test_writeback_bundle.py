@@ -1,0 +1,132 @@
+"""The write-back transaction Bundle, built offline: what each Observation says and why a retry cannot duplicate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from integrations.fhir import EcgReference, Finding, ModelInfo, build_writeback_bundle
+
+ECG = EcgReference(
+    observation_id="ecg-42", subject_reference="Patient/p7", effective_at=datetime(2024, 5, 1, 8, 30, tzinfo=UTC)
+)
+MODEL = ModelInfo(name="ecg-ck", version="2.0.1", sha256="f" * 64)
+LAB = Finding(target="potassium_high", kind="lab", code="2823-3", system="http://loinc.org", display="Potassium",
+              probability=0.9, positive=True, lab_direction="high")  # fmt: skip
+LAB_LOW_NEGATIVE = Finding(target="calcium_low", kind="lab", code="17861-6", system="http://loinc.org",
+                           display="Calcium", probability=0.1, positive=False, lab_direction="low")  # fmt: skip
+DIAGNOSIS = Finding(target="I48", kind="diagnosis", code="I48", system="http://hl7.org/fhir/sid/icd-10-cm",
+                    display="Atrial fibrillation", probability=0.3, positive=False,
+                    explained_by=("potassium_high",))  # fmt: skip
+
+
+def entries_by_target(bundle: dict) -> dict[str, dict]:
+    by_target = {}
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        key = (
+            resource["identifier"][0]["value"].rsplit("/", 1)[-1]
+            if resource["resourceType"] == "Observation"
+            else "device"
+        )
+        by_target[key] = entry
+    return by_target
+
+
+@pytest.fixture
+def bundle() -> dict:
+    return build_writeback_bundle(ECG, MODEL, [DIAGNOSIS, LAB, LAB_LOW_NEGATIVE])
+
+
+def test_it_is_a_transaction_of_conditional_creates_with_urn_uuid_full_urls(bundle):
+    assert bundle["type"] == "transaction"
+    for entry in bundle["entry"]:
+        assert entry["fullUrl"].startswith("urn:uuid:")
+        assert entry["request"]["method"] == "POST"
+        assert entry["request"]["ifNoneExist"].startswith("identifier=")
+
+
+def test_the_device_comes_first_and_is_found_again_by_the_artifact_sha256(bundle):
+    device = bundle["entry"][0]
+    assert device["resource"]["resourceType"] == "Device"
+    assert device["resource"]["version"] == [{"value": "2.0.1"}]
+    assert device["resource"]["deviceName"] == [{"name": "ecg-ck", "type": "model-name"}]
+    assert device["request"]["ifNoneExist"] == "identifier=urn%3Aecg-clinical-knowledge%3Amodel-sha256%7C" + "f" * 64
+
+
+def test_each_identifier_is_ecg_id_model_version_and_target(bundle):
+    identifiers = [e["resource"]["identifier"][0]["value"] for e in bundle["entry"][1:]]
+
+    assert sorted(identifiers) == ["ecg-42/2.0.1/I48", "ecg-42/2.0.1/calcium_low", "ecg-42/2.0.1/potassium_high"]
+
+
+def test_every_finding_is_ai_asserted_preliminary_and_derived_from_the_ecg_by_the_model(bundle):
+    device_urn = bundle["entry"][0]["fullUrl"]
+    for entry in bundle["entry"][1:]:
+        observation = entry["resource"]
+        assert observation["meta"]["security"][0]["code"] == "AIAST"
+        assert observation["status"] == "preliminary"
+        assert observation["derivedFrom"][0] == {"reference": "Observation/ecg-42"}
+        assert observation["device"] == {"reference": device_urn}
+        assert observation["subject"] == {"reference": "Patient/p7"}
+        assert observation["effectiveDateTime"] == "2024-05-01T08:30:00+00:00"
+        assert observation["valueQuantity"]["unit"] == "1"
+
+
+def test_a_diagnosis_links_the_labs_that_explain_it_through_derived_from(bundle):
+    by_target = entries_by_target(bundle)
+
+    assert by_target["I48"]["resource"]["derivedFrom"][1] == {"reference": by_target["potassium_high"]["fullUrl"]}
+
+
+def test_interpretations_are_pos_neg_for_diagnoses_and_h_l_for_predicted_labs(bundle):
+    codes = {
+        t: e["resource"]["interpretation"][0]["coding"][0]["code"]
+        for t, e in entries_by_target(bundle).items()
+        if t != "device"
+    }
+
+    assert codes == {"I48": "NEG", "potassium_high": "H", "calcium_low": "NEG"}
+
+
+def test_only_lab_predictions_carry_the_predicted_from_ecg_method(bundle):
+    by_target = entries_by_target(bundle)
+
+    assert by_target["potassium_high"]["resource"]["method"] == {"text": "predicted from ECG"}
+    assert "method" not in by_target["I48"]["resource"]
+
+
+def test_building_twice_gives_the_same_bundle(bundle):
+    assert build_writeback_bundle(ECG, MODEL, [DIAGNOSIS, LAB, LAB_LOW_NEGATIVE]) == bundle
+
+
+def test_an_explanation_must_point_at_a_lab_finding_in_the_same_batch():
+    with pytest.raises(ValueError, match="explained by \\['potassium_high'\\]"):
+        build_writeback_bundle(ECG, MODEL, [DIAGNOSIS])
+
+
+def test_a_target_cannot_appear_twice():
+    with pytest.raises(ValueError, match="repeat a target"):
+        build_writeback_bundle(ECG, MODEL, [LAB, LAB])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"probability": 1.5}, "outside"),
+        ({"lab_direction": None}, "needs lab_direction"),
+        ({"target": "a|b"}, "break an identifier search"),
+        ({"explained_by": ("x",)}, "only a diagnosis"),
+    ],
+)
+def test_findings_refuse_what_would_make_a_wrong_observation(changes, message):
+    fields = {"target": "k_high", "kind": "lab", "code": "2823-3", "system": "http://loinc.org", "display": "K",
+              "probability": 0.5, "positive": True, "lab_direction": "high"} | changes  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        Finding(**fields)
+
+
+def test_a_model_version_with_a_search_separator_is_refused():
+    with pytest.raises(ValueError, match="model version"):
+        ModelInfo(name="m", version="1,2", sha256="0" * 64)
