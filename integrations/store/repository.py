@@ -145,6 +145,18 @@ class Store:
             row = connection.execute(query).mappings().first()
         return None if row is None else _inbox_from_row(row)
 
+    def list_inbox(self, status: InboxStatus, *, after_id: int = 0, limit: int = 100) -> list[StoredInboxMessage]:
+        """Messages in ``status`` with an id above ``after_id``, in arrival order: page with the last id seen."""
+        table = t.inbox_messages
+        query = (
+            sa.select(table)
+            .where(table.c.status == InboxStatus(status).value, table.c.id > after_id)
+            .order_by(table.c.id)
+            .limit(limit)
+        )
+        with self._begin(f"{InboxStatus(status).value} inbox messages") as connection:
+            return [_inbox_from_row(row) for row in connection.execute(query).mappings()]
+
     def set_inbox_status(self, inbox_id: int, status: InboxStatus, *, error: str | None = None) -> None:
         table = t.inbox_messages
         values = {"status": InboxStatus(status).value, "error": error, "updated_at": self._clock()}
@@ -492,6 +504,12 @@ class Store:
         with self._begin(f"model version {version}") as connection:
             row = connection.execute(query).mappings().first()
         return None if row is None else _model_from_row(row)
+
+    def list_model_versions(self) -> list[ModelVersion]:
+        """Every registered version, in registration order."""
+        query = sa.select(t.model_versions).order_by(t.model_versions.c.id)
+        with self._begin("model versions") as connection:
+            return [_model_from_row(row) for row in connection.execute(query).mappings()]
 
     def active_model_version(self) -> ModelVersion | None:
         models = self._models_in(ModelState.ACTIVE)

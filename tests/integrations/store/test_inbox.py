@@ -61,3 +61,15 @@ def test_an_unknown_message_is_none_and_cannot_change_status(store):
     assert store.get_inbox_message("CART", "WARD7", "nope") is None
     with pytest.raises(StoreNotFoundError, match="inbox message 999"):
         store.set_inbox_status(999, InboxStatus.PROCESSED)
+
+
+def test_messages_in_a_status_are_listed_in_arrival_order_one_page_at_a_time(store):
+    for number in range(5):
+        store.add_inbox_message(_message(f"MSG{number}"))
+    done = store.get_inbox_message("CART", "WARD7", "MSG1").id
+    store.set_inbox_status(done, InboxStatus.PROCESSED)
+    first_page = store.list_inbox(InboxStatus.RECEIVED, limit=2)
+    assert [m.message.control_id for m in first_page] == ["MSG0", "MSG2"]
+    next_page = store.list_inbox(InboxStatus.RECEIVED, after_id=first_page[-1].id, limit=2)
+    assert [m.message.control_id for m in next_page] == ["MSG3", "MSG4"]
+    assert [m.id for m in store.list_inbox(InboxStatus.PROCESSED)] == [done]

@@ -79,3 +79,9 @@ def test_an_unregistered_version_cannot_change_state(store):
     assert store.get_model_version("m-9") is None
     with pytest.raises(StoreNotFoundError, match="model version m-9: not registered"):
         store.set_model_state("m-9", ModelState.ACTIVE, actor="alice", reason="typo")
+
+
+def test_every_registered_version_is_listed_in_registration_order(store):
+    _register(store, "m-2.0", SHA_2)
+    _register(store, "m-1.0", SHA_1)
+    assert [m.version for m in store.list_model_versions()] == ["m-2.0", "m-1.0"]
