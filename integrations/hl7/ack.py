@@ -75,12 +75,15 @@ def parse_ack(raw: bytes, *, control_id: str) -> Ack:
     """Read a peer's ACK to our message ``control_id``; raises :class:`AckError` if it is not an ACK."""
     try:
         header = read_header(raw)
-        message = parse_message(decode_text(raw).strip(), validation_level=VALIDATION_LEVEL.TOLERANT)
-        msa = message.msa
-    except (Hl7MessageError, HL7apyException) as exc:
+    except Hl7MessageError as exc:
         raise AckError(control_id, f"the answer is not a readable ACK: {exc}") from exc
     if not header.message_type.startswith("ACK"):
-        raise AckError(control_id, f"the answer is a {header.message_type}, not an ACK")
+        raise AckError(control_id, f"the answer is a {header.message_type!r} message, not an ACK")
+    try:
+        message = parse_message(decode_text(raw).strip(), validation_level=VALIDATION_LEVEL.TOLERANT)
+        msa = message.msa
+    except HL7apyException as exc:
+        raise AckError(control_id, f"the ACK does not parse: {exc}") from exc
     err = message.err if "ERR" in [child.name for child in message.children] else None
     return Ack(
         code=msa.msa_1.to_er7(),

@@ -14,7 +14,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 
 from integrations.hl7.errors import ERR_REQUIRED_FIELD_MISSING, Hl7ParseError
-from integrations.hl7.waveform import read_separators, split_segments
+from integrations.hl7.waveform import split_segments
 
 #: The encoding characters every message we write declares (MSH-1, MSH-2).
 ENCODING_CHARACTERS = "^~\\&"
@@ -49,10 +49,12 @@ def decode_text(raw: bytes) -> str:
 def read_header(raw: bytes) -> MessageHeader:
     """The MSH header of ``raw``; raises :class:`Hl7ParseError` when it is not an HL7 v2 message."""
     segments = split_segments(decode_text(raw).lstrip())
-    if not segments or not re.match(r"MSH[^\w\s]", segments[0]):
+    first = segments[0] if segments else ""
+    if not re.match(r"MSH[^\w\s]", first):
         raise Hl7ParseError(None, "not an HL7 v2 message (no MSH segment)")
-    fields = segments[0].split(read_separators(segments[0]).field)
-    if len(fields) < 12 or len(set(fields[1])) != len(fields[1]) or len(fields[1]) < 4:
+    fields = first.split(first[3])
+    encoding = fields[1] if len(fields) > 1 else ""
+    if len(fields) < 12 or not 4 <= len(encoding) <= 5 or len(set(encoding)) != len(encoding):
         raise Hl7ParseError(None, "MSH is too short or its encoding characters are invalid")
     component = fields[1][0]
     control_id = fields[9]

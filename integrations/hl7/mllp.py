@@ -50,20 +50,23 @@ class MllpFrameReader:
         while True:
             self._drop_leading_whitespace()
             end = self._buffer.find(END_BLOCK, self._scanned_bytes)
+            self._scanned_bytes = 0 if end >= 0 else max(len(self._buffer) - 1, 0)
+            if end > self._max_message_bytes + len(START_BLOCK):
+                raise self._too_large(consumed=end + len(END_BLOCK))
             if end >= 0:
-                self._scanned_bytes = 0
                 return self._take(end)
-            self._scanned_bytes = max(len(self._buffer) - 1, 0)
             if len(self._buffer) > self._max_message_bytes + len(START_BLOCK):
                 self._skipping = True
-                head = bytes(self._buffer[1 : 1 + _HEAD_BYTES])
-                self._buffer.clear()
-                self._scanned_bytes = 0
-                raise FrameTooLargeError(
-                    self._origin, f"frame passed the {self._max_message_bytes}-byte limit", head=head
-                )
+                raise self._too_large(consumed=len(self._buffer))
             if not await self._fill():
                 return self._at_eof()
+
+    def _too_large(self, *, consumed: int) -> FrameTooLargeError:
+        """Drop ``consumed`` bytes of an oversized frame, keeping its head (for MSH-10) in the error."""
+        head = bytes(self._buffer[len(START_BLOCK) : len(START_BLOCK) + _HEAD_BYTES])
+        del self._buffer[:consumed]
+        self._scanned_bytes = 0
+        return FrameTooLargeError(self._origin, f"frame passed the {self._max_message_bytes}-byte limit", head=head)
 
     def _drop_leading_whitespace(self) -> None:
         count = 0

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hl7.client import MLLPClient
+from hl7.mllp import HL7StreamReader, HL7StreamWriter, start_hl7_server
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.hl7 import MllpListener, MllpListenerConfig, encode_ecg_oru
@@ -212,3 +213,69 @@ def _certificate(
 def _write_pem(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+@dataclass
+class Hl7Peer:
+    """python-hl7's asyncio MLLP server as an independent receiver; ``reply`` decides each answer.
+
+    ``reply(message)`` returns the ACK text to send, or ``None`` to stay silent.
+    """
+
+    port: int
+    received: list[hl7.Message]
+    connections: list[int]
+
+
+@pytest.fixture
+def python_hl7_ack() -> Callable[[str], Callable[[hl7.Message], str | None]]:
+    """``python_hl7_ack(code)``: a reply that answers with python-hl7's own ACK of that code."""
+    return lambda code: lambda message: str(message.create_ack(ack_code=code, message_id="PEER-ACK-1"))
+
+
+@pytest.fixture
+def start_peer() -> Iterator[Callable[..., Hl7Peer]]:
+    """``start_peer(reply, ssl_context=None)``: python-hl7's server on an ephemeral loopback port."""
+    loop_thread = LoopThread()
+    servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
+
+    def start(reply: Callable[[hl7.Message], str | None], ssl_context: ssl.SSLContext | None = None) -> Hl7Peer:
+        peer = Hl7Peer(port=0, received=[], connections=[])
+
+        async def answer(reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
+            handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+            peer.connections.append(1)
+            try:
+                while True:
+                    message = await reader.readmessage()
+                    peer.received.append(message)
+                    if (ack := reply(message)) is not None:
+                        writer.writeblock(ack.encode())
+                        await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass  # the client hung up
+            finally:
+                writer.close()
+
+        async def serve() -> asyncio.Server:
+            return await start_hl7_server(answer, LOOPBACK, 0, ssl=ssl_context)
+
+        server = loop_thread.run(serve())
+        servers.append(server)  # type: ignore[arg-type]
+        peer.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return peer
+
+    yield start
+
+    async def shut_down() -> None:
+        for server in servers:
+            server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for server in servers:
+            await server.wait_closed()
+
+    loop_thread.run(shut_down())
+    loop_thread.close()
