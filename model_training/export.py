@@ -1,0 +1,326 @@
+"""Export a trained :class:`~model_training.scoring.EcgScoringModule` as the artifact the agent loads.
+
+``OUT/model/model.ts`` is the shipped format (TorchScript) and ``OUT/model/manifest.json``
+its manifest (:class:`model_training.artifact.Manifest`; see that module for the
+layout and why the copy embedded in model.ts has no sha256). Each file is written
+atomically (temporary file, fsync, rename), model.ts first: a crash in between
+leaves an old manifest whose sha256 no longer matches, which the loader refuses.
+
+For sites moving off TorchScript, ``extra_formats`` adds ``model.pt2``
+(``torch.export``) and ``model.onnx`` (needs the ``[onnx]`` extra); their sha256
+values go in ``manifest.extra_files``. Unlike model.ts, those two need ``T`` to be a
+whole number of windows (crop with :func:`whole_windows` first): ``torch.export``
+cannot express "drop the remainder" for a dynamic length. model.pt2 also needs at
+least two windows (torch 2.13 specialises a dynamic size of 1); model.onnx takes one.
+
+Export errors::
+
+    ModelTrainingError
+    └── ExportError   the module, labels or thresholds cannot make a consistent artifact
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from integrations.ecg import PreprocessConfig
+from model_training.artifact import (
+    EMBEDDED_MANIFEST,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    DiagnosisLabel,
+    InputContract,
+    LabAssociation,
+    LabTargetLabel,
+    Manifest,
+    load_artifact,
+    sha256_hex,
+)
+from model_training.data.catalogue import LABS_BY_KEY
+from model_training.data.cohort_report import icd_display
+from model_training.data.labels import LabTarget
+from model_training.errors import ModelTrainingError
+from model_training.evaluate import OperatingThresholds
+from model_training.scoring import EcgScoringModule
+
+log = logging.getLogger(__name__)
+
+PARITY_TOLERANCE = 1e-5  # max |eager - exported| on the example input, for every output
+PT2_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
+EXTRA_FORMATS: tuple[str, ...] = ("pt2", "onnx")
+MAX_BATCH = 4096
+MAX_WINDOWS = 4096
+PT2_MIN_WINDOWS = 2
+OUTPUT_NAMES: tuple[str, ...] = ("dx_prob", "lab_prob", "embedding")
+
+
+class ExportError(ModelTrainingError):
+    """The module, its labels and thresholds cannot make a consistent artifact; says why."""
+
+
+def export_artifact(
+    scoring_module: EcgScoringModule,
+    *,
+    out_dir: Path,
+    model_name: str,
+    model_version: str,
+    dx_labels: Sequence[str],
+    lab_targets: Sequence[LabTarget],
+    thresholds: OperatingThresholds,
+    preprocess: PreprocessConfig,
+    metrics: dict,
+    data_fingerprint: str,
+    example_input: torch.Tensor,
+    explanations: Mapping[str, Sequence[LabAssociation]] | None = None,
+    extra_formats: Sequence[str] = (),
+) -> Path:
+    """Script, check and write ``out_dir/model/{model.ts, manifest.json}``; return that directory.
+
+    ``dx_labels`` are the ICD-10-CM codes in output order (displays are looked up);
+    ``lab_targets`` the lab targets in output order (LOINC from the catalogue);
+    ``thresholds`` the validation operating points of this model;
+    ``metrics`` the dict :func:`model_training.evaluate.evaluate_run` returned (a
+    summary goes in the manifest); ``explanations`` the association table from
+    :func:`model_training.report.lab_associations`; ``example_input`` a
+    ``[B, 12, T]`` batch used for the eager-versus-exported parity check.
+    """
+    scoring_module = scoring_module.eval()
+    _check_module_matches(scoring_module, preprocess)
+    with torch.inference_mode():
+        eager_outputs = scoring_module(example_input)
+    manifest = Manifest(
+        model_name=model_name,
+        model_version=model_version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        diagnoses=_diagnosis_labels(dx_labels, thresholds),
+        lab_targets=_lab_target_labels(lab_targets, thresholds),
+        threshold_rule=thresholds.rule,
+        explanations={code: tuple(items) for code, items in (explanations or {}).items()},
+        input=_input_contract(preprocess),
+        embedding_dim=int(eager_outputs[2].shape[-1]),
+        metrics=metrics_summary(metrics),
+        data_fingerprint=data_fingerprint,
+        torch_version=torch.__version__,
+    )
+    _check_output_sizes(manifest, eager_outputs)
+    model_dir = out_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    scripted = script(scoring_module)
+    _check_parity("TorchScript", eager_outputs, _run(scripted, example_input))
+    extra_files = _write_extra_formats(scoring_module, extra_formats, example_input, model_dir)
+    manifest = dataclasses.replace(manifest, extra_files=extra_files)
+    model_bytes = _torchscript_bytes(scripted, manifest)
+    _write_atomic(model_dir / MODEL_FILE, model_bytes)
+    manifest = dataclasses.replace(manifest, model_sha256=sha256_hex(model_bytes))
+    _write_atomic(model_dir / MANIFEST_FILE, manifest.to_json().encode("utf-8"))
+    _check_parity("reloaded TorchScript", eager_outputs, _run(load_artifact(model_dir).module, example_input))
+    log.info("exported %s %s sha256=%s", model_name, model_version, manifest.model_sha256)
+    return model_dir
+
+
+def script(scoring_module: EcgScoringModule) -> torch.jit.ScriptModule:
+    """``torch.jit.script``, with torch's TorchScript deprecation warning silenced (it is our shipped format)."""
+    with _quiet_torchscript():
+        return torch.jit.script(scoring_module)
+
+
+@contextmanager
+def _quiet_torchscript() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*TorchScript.*deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+        yield
+
+
+def metrics_summary(metrics: dict) -> dict[str, float]:
+    """The headline numbers of ``metrics.json`` as flat ``dotted.key → value`` (undefined ones left out)."""
+    summary: dict[str, float] = {}
+    diagnosis, labs = metrics["diagnosis"], metrics["labs"]
+    sections = {f"diagnosis.macro_auroc.{name}": e for name, e in diagnosis["macro_auroc"].items()}
+    sections |= {
+        "diagnosis.delta_ours_minus_ecg_only": diagnosis["delta_ours_minus_ecg_only"],
+        "diagnosis.gap_closed": diagnosis["gap_closed"],
+    }
+    sections |= {f"labs.macro_auroc.{name}": e for name, e in labs["macro_auroc"].items()}
+    for prefix, estimate in sections.items():
+        for key in ("value", "ci_low", "ci_high"):
+            if estimate.get(key) is not None:
+                summary[f"{prefix}.{key}"] = float(estimate[key])
+    return summary
+
+
+# ---------------------------------------------------------------- manifest parts
+
+
+def _diagnosis_labels(codes: Sequence[str], thresholds: OperatingThresholds) -> tuple[DiagnosisLabel, ...]:
+    missing = [code for code in codes if code not in thresholds.diagnosis]
+    if missing:
+        raise ExportError(f"no operating threshold for diagnoses {missing}")
+    return tuple(DiagnosisLabel(code, icd_display(code) or code, float(thresholds.diagnosis[code])) for code in codes)
+
+
+def _lab_target_labels(targets: Sequence[LabTarget], thresholds: OperatingThresholds) -> tuple[LabTargetLabel, ...]:
+    labels = []
+    for target in targets:
+        lab = LABS_BY_KEY.get(target.lab)
+        if lab is None:
+            raise ExportError(f"lab {target.lab!r} is not in the catalogue, so it has no LOINC code")
+        if target.name not in thresholds.labs:
+            raise ExportError(f"no operating threshold for lab target {target.name!r}")
+        labels.append(
+            LabTargetLabel(
+                name=target.name,
+                lab=target.lab,
+                loinc=lab.loinc,
+                display=f"{lab.label} {target.direction}",
+                direction=target.direction,
+                reference_bound=float(target.threshold),
+                unit=lab.unit,
+                threshold=float(thresholds.labs[target.name]),
+            )
+        )
+    return tuple(labels)
+
+
+def _input_contract(preprocess: PreprocessConfig) -> InputContract:
+    return InputContract(
+        leads=tuple(preprocess.lead_order), fs_hz=float(preprocess.fs_hz), window_s=float(preprocess.window_s),
+        window_samples=preprocess.window_samples, clip_mv=float(preprocess.clip_mv), units=preprocess.units,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_module_matches(module: EcgScoringModule, preprocess: PreprocessConfig) -> None:
+    if module.window_samples != preprocess.window_samples:
+        raise ExportError(
+            f"module windows are {module.window_samples} samples, preprocessing says {preprocess.window_samples}"
+        )
+    if module.clip_mv != preprocess.clip_mv:
+        raise ExportError(f"module clips at {module.clip_mv} mV, preprocessing at {preprocess.clip_mv} mV")
+
+
+def _check_output_sizes(manifest: Manifest, outputs: tuple[torch.Tensor, ...]) -> None:
+    expected = (len(manifest.diagnoses), len(manifest.lab_targets))
+    actual = (int(outputs[0].shape[-1]), int(outputs[1].shape[-1]))
+    if actual != expected:
+        raise ExportError(f"module outputs (dx, lab) sizes {actual} but {expected} labels were given")
+
+
+def _run(module: torch.nn.Module, example_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with torch.inference_mode():
+        return tuple(module(example_input))
+
+
+def _check_parity(what: str, expected: tuple[torch.Tensor, ...], actual: tuple[torch.Tensor, ...]) -> None:
+    for name, e, a in zip(OUTPUT_NAMES, expected, actual, strict=True):
+        diff = float((torch.as_tensor(a) - e).abs().max()) if e.numel() else 0.0
+        if not diff <= PARITY_TOLERANCE:
+            raise ExportError(f"{what} {name} differs from eager by {diff:.2e} (> {PARITY_TOLERANCE:.0e})")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _torchscript_bytes(scripted: torch.jit.ScriptModule, manifest: Manifest) -> bytes:
+    buffer = io.BytesIO()
+    embedded = {EMBEDDED_MANIFEST: manifest.without_sha256().to_json()}
+    with _quiet_torchscript():
+        torch.jit.save(scripted, buffer, _extra_files=embedded)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+# ---------------------------------------------------------------- other formats
+
+
+def _write_extra_formats(
+    module: EcgScoringModule, formats: Sequence[str], example_input: torch.Tensor, model_dir: Path
+) -> dict[str, str]:
+    """Write the requested non-TorchScript files; return file name → sha256."""
+    unknown = set(formats) - set(EXTRA_FORMATS)
+    if unknown:
+        raise ExportError(f"unknown export formats {sorted(unknown)}; choose from {EXTRA_FORMATS}")
+    example = whole_windows(example_input, module.window_samples)
+    exporters = {"pt2": (PT2_FILE, export_pt2_bytes), "onnx": (ONNX_FILE, export_onnx_bytes)}
+    written = {}
+    for file_format in formats:
+        name, exporter = exporters[file_format]
+        data = exporter(module, example)
+        _write_atomic(model_dir / name, data)
+        written[name] = sha256_hex(data)
+    return written
+
+
+def whole_windows(ecg_mv: torch.Tensor, window_samples: int) -> torch.Tensor:
+    """Crop ``[B, 12, T]`` to a whole number of windows (what model.pt2 and model.onnx accept)."""
+    n_windows = ecg_mv.shape[-1] // window_samples
+    if n_windows == 0:
+        raise ExportError(f"the example input has {ecg_mv.shape[-1]} samples, less than one window")
+    return ecg_mv[..., : n_windows * window_samples]
+
+
+def _dynamic_shapes(window_samples: int, min_windows: int) -> dict[str, dict[int, object]]:
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    windows = torch.export.Dim("windows", min=min_windows, max=MAX_WINDOWS)
+    return {"ecg_mv": {0: batch, 2: window_samples * windows}}
+
+
+def export_program(module: EcgScoringModule, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` with dynamic batch and window count (2 or more); ``example`` is whole windows."""
+    if example.shape[-1] < PT2_MIN_WINDOWS * module.window_samples:
+        raise ExportError(f"torch.export needs an example of at least {PT2_MIN_WINDOWS} windows")
+    shapes = _dynamic_shapes(module.window_samples, PT2_MIN_WINDOWS)
+    return torch.export.export(module.eval(), (example,), dynamic_shapes=shapes)
+
+
+def export_pt2_bytes(module: EcgScoringModule, example: torch.Tensor) -> bytes:
+    program = export_program(module, example)
+    _check_parity("torch.export", _run(module, example), _run(program.module(), example))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
+
+
+def export_onnx_bytes(module: EcgScoringModule, example: torch.Tensor) -> bytes:
+    """ONNX through the dynamo exporter; needs the ``[onnx]`` extra (onnx, onnxscript)."""
+    try:
+        import onnxscript  # noqa: F401  the dynamo exporter needs it; fail with a clear message
+    except ImportError as exc:
+        raise ExportError("ONNX export needs the [onnx] extra: pip install '.[onnx]'") from exc
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # torch 2.13's exporter trips over its own pytree deprecation; nothing a caller can act on.
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
+        path = Path(tmp) / ONNX_FILE
+        program = torch.onnx.export(
+            module.eval(), (example,), dynamo=True, dynamic_shapes=_dynamic_shapes(module.window_samples, 1),
+            input_names=["ecg_mv"], output_names=list(OUTPUT_NAMES), verbose=False,
+        )  # fmt: skip
+        program.save(str(path))
+        return path.read_bytes()

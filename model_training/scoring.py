@@ -1,0 +1,114 @@
+"""The exported model: ECG in, diagnosis and lab-abnormality probabilities out.
+
+:class:`EcgScoringModule` wraps the trained ECG encoder and the two heads with the
+part of the preprocessing that must travel with the weights: NaN filling, clipping,
+and the evaluation recipe (non-overlapping windows, averaged probabilities). Lead
+selection and resampling from the source rate stay in the shared
+:func:`integrations.ecg.preprocess`, which runs before it, on the agent side too.
+
+It is written for ``torch.jit.script`` (the shipped format) and for ``torch.export``
+and ONNX (for sites moving off TorchScript): no data-dependent Python branches in
+the hot path, only tensor ops.
+"""
+
+import torch
+from torch import Tensor, nn
+
+N_LEADS = 12
+
+
+class EcgScoringModule(nn.Module):
+    """ECG-only inference: ``[B, 12, T]`` float32 mV at the model rate → (dx_prob, lab_prob, embedding).
+
+    ``encoder`` maps ``[N, 12, window_samples]`` to an embedding ``[N, E]``; the heads map
+    ``[N, E]`` to logits ``[N, D]`` and ``[N, L]``.
+    """
+
+    n_leads: int
+    window_samples: int
+    clip_mv: float
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        diagnosis_head: nn.Module,
+        lab_head: nn.Module,
+        window_samples: int,
+        clip_mv: float = 3.0,
+    ) -> None:
+        super().__init__()
+        if window_samples <= 0:
+            raise ValueError(f"window_samples must be positive, got {window_samples}")
+        self.encoder = encoder
+        self.diagnosis_head = diagnosis_head
+        self.lab_head = lab_head
+        self.n_leads = N_LEADS  # an attribute, because TorchScript cannot read module globals
+        self.window_samples = int(window_samples)
+        self.clip_mv = float(clip_mv)
+
+    def forward(self, ecg_mv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``(dx_prob [B, D], lab_prob [B, L], embedding [B, E])``.
+
+        NaNs are linearly interpolated per lead (an all-NaN lead becomes 0 mV), the
+        signal is clipped to ±``clip_mv``, cut into non-overlapping windows of
+        ``window_samples`` (the remainder is dropped; ``T`` must hold one window), and
+        the per-window probabilities and embeddings are averaged.
+        """
+        if ecg_mv.dim() != 3 or ecg_mv.size(1) != self.n_leads:
+            raise ValueError("expected float32 [batch, 12, samples] in mV")
+        if ecg_mv.size(2) < self.window_samples:
+            raise ValueError("the ECG is shorter than one model window")
+        signal = torch.clamp(fill_nans(ecg_mv), -self.clip_mv, self.clip_mv)
+        windows, n_windows = self._windows(signal)
+        embedding = self.encoder(windows)
+        dx_prob = torch.sigmoid(self.diagnosis_head(embedding))
+        lab_prob = torch.sigmoid(self.lab_head(embedding))
+        batch = ecg_mv.size(0)
+        return (
+            _mean_over_windows(dx_prob, batch, n_windows),
+            _mean_over_windows(lab_prob, batch, n_windows),
+            _mean_over_windows(embedding, batch, n_windows),
+        )
+
+    def _windows(self, signal: Tensor) -> tuple[Tensor, int]:
+        """``[B, 12, T]`` → ``[B * n, 12, window_samples]``, windows of one study adjacent."""
+        batch, leads, samples = signal.size(0), signal.size(1), signal.size(2)
+        n_windows = samples // self.window_samples
+        used = signal[:, :, : n_windows * self.window_samples]
+        per_window = used.reshape(batch, leads, n_windows, self.window_samples).permute(0, 2, 1, 3)
+        return per_window.reshape(batch * n_windows, leads, self.window_samples), n_windows
+
+
+def _mean_over_windows(values: Tensor, batch: int, n_windows: int) -> Tensor:
+    # Explicit sizes (not -1), so a head with 0 outputs (a model without lab heads) reshapes too.
+    return values.reshape(batch, n_windows, values.size(-1)).mean(dim=1)
+
+
+def fill_nans(signal: Tensor) -> Tensor:
+    """Linearly interpolate NaNs along the last axis, as ``integrations.ecg.interpolate_nans`` does.
+
+    Edges take the nearest known sample (``np.interp``'s rule) and an all-NaN lead
+    becomes zeros. The neighbouring known samples are found with a sort and a
+    running count rather than ``cummax``, which ONNX cannot express.
+    """
+    samples = signal.size(-1)
+    known = ~torch.isnan(signal)
+    position = torch.arange(samples, device=signal.device).expand_as(signal)
+    # Known positions first, ascending: the k-th known sample of a lead sits at index k - 1.
+    known_positions = torch.sort(torch.where(known, position, position + samples), dim=-1).values
+    known_so_far = torch.cumsum(known.to(torch.int64), dim=-1)
+    known_total = known_so_far[..., -1:]
+    previous = known_positions.gather(-1, (known_so_far - 1).clamp(min=0))
+    previous = torch.where(known_so_far >= 1, previous, torch.full_like(previous, -1))
+    following = known_positions.gather(-1, known_so_far.clamp(max=samples - 1))
+    following = torch.where(known_so_far < known_total, following, torch.full_like(following, samples))
+    following = torch.where(known, position, following)
+    filled = torch.where(known, signal, torch.zeros_like(signal))
+    previous_mv = filled.gather(-1, previous.clamp(min=0))
+    following_mv = filled.gather(-1, following.clamp(max=samples - 1))
+    has_previous, has_following = previous >= 0, following < samples
+    span = (following - previous).clamp(min=1).to(signal.dtype)
+    fraction = (position - previous).to(signal.dtype) / span
+    between = previous_mv + fraction * (following_mv - previous_mv)
+    edge = torch.where(has_previous, previous_mv, torch.where(has_following, following_mv, torch.zeros_like(signal)))
+    return torch.where(known, signal, torch.where(has_previous & has_following, between, edge))
