@@ -62,10 +62,14 @@ class PulledEcg:
 
 @dataclass(frozen=True, slots=True)
 class RejectedItem:
-    """Something a source could not turn into an ECG; it goes to quarantine with the reason."""
+    """Something a source could not turn into an ECG; it goes to quarantine with the reason.
+
+    ``quarantine_id`` is set when the source has already quarantined it (the WFDB feed does).
+    """
 
     entry: QuarantineEntry
     token: Any = None
+    quarantine_id: int | None = None
 
 
 Pulled = PulledEcg | RejectedItem
@@ -179,7 +183,7 @@ def _process_batch(
     report.counts["pulled"] += len(batch)
     for item in batch:
         if isinstance(item, RejectedItem):
-            _quarantine(store, item.entry, report)
+            _quarantine(store, item, report)
     to_score = _admissible(store, [item for item in batch if isinstance(item, PulledEcg)], active, report)
     if not to_score:
         return
@@ -283,8 +287,10 @@ def _refuse(
     log.warning("quarantined %s: %s", entry.raw_ref, reason)
 
 
-def _quarantine(store: Store, entry: QuarantineEntry, report: RunReport) -> None:
-    store.add_quarantine(entry)
+def _quarantine(store: Store, item: RejectedItem, report: RunReport) -> None:
+    entry = item.entry
+    if item.quarantine_id is None:
+        store.add_quarantine(entry)
     report.counts["quarantined"] += 1
     log.warning("quarantined %s from %s: %s", entry.raw_ref, entry.origin, entry.reason)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +52,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     db.add_parser("upgrade", help="apply the Alembic migrations (safe to run again)")
     _add_model_commands(commands)
+    run_once = commands.add_parser(
+        "run-once", help="one batch run now: pull, score, store, write back",
+        description="Pull new ECGs from every enabled source, score them with the active model (and any shadow), "
+        "store predictions and explanations, write results back, advance watermarks. Safe to rerun. Exit codes: "
+        "0 done, 1 the run failed, 3 more ECGs failed than scoring.max_failure_rate allows, 4 another run holds "
+        "the lock.",
+    )  # fmt: skip
+    run_once.add_argument(
+        "--since", type=datetime.fromisoformat, default=None,
+        help="re-pull FHIR ECGs updated after this ISO time instead of the stored watermark",
+    )  # fmt: skip
+    run_once.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    commands.add_parser(
+        "serve", help="run the batch on the configured schedule (and the MLLP listener if enabled)",
+        description="Run the nightly batch on schedule.cron in schedule.timezone (default 02:00 UTC) with "
+        "APScheduler, keeping the job in the agent's database; also runs the MLLP listener when sources.hl7 is "
+        "enabled. Stops on SIGTERM/SIGINT.",
+    )  # fmt: skip
+    commands.add_parser(
+        "listen", help="run only the MLLP listener (HL7 v2 ORU^R01 into the inbox)",
+        description="Accept HL7 v2 ORU^R01 ECG messages over MLLP (TLS optional), store each durably in the inbox, "
+        "then ACK. Scoring happens in the next batch run.",
+    )  # fmt: skip
     return parser
 
 
@@ -179,11 +203,36 @@ def _print_history(entries: list[ModelAuditEntry]) -> int:
     return 0
 
 
+def _run_once(args: argparse.Namespace, settings: AgentSettings) -> int:
+    from agent.service import AgentService
+
+    outcome = AgentService(settings).run_once(since=args.since, progress=not args.no_progress)
+    print(outcome.message)
+    return outcome.exit_code
+
+
+def _serve(args: argparse.Namespace, settings: AgentSettings) -> int:
+    from agent.serving import serve
+
+    serve(settings, config_file=args.config, secrets_dir=args.secrets_dir)
+    return 0
+
+
+def _listen(args: argparse.Namespace, settings: AgentSettings) -> int:
+    from agent.serving import listen
+
+    listen(settings)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, AgentSettings], int]] = {
     "version": _version,
     "config": _config,
     "db": _db,
     "model": _model,
+    "run-once": _run_once,
+    "serve": _serve,
+    "listen": _listen,
 }
 
 

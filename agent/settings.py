@@ -23,7 +23,6 @@ import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -32,6 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.crontab import crontab_trigger  # the scheduler's own parser: what validates is what runs
 from agent.errors import ConfigError
 
 ENV_PREFIX = "ECG_AGENT_"
@@ -188,7 +188,7 @@ class ScheduleSettings(_Section):
     @model_validator(mode="after")
     def _valid_cron(self) -> ScheduleSettings:
         try:
-            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+            crontab_trigger(self.cron, self.timezone)
         except ValueError as exc:
             raise ValueError(f"schedule.cron {self.cron!r} is not a crontab line: {exc}") from exc
         return self

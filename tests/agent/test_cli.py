@@ -1,0 +1,64 @@
+"""ecg-agent explains itself, rolls models out through the registry, and exits 1 naming what went wrong."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(f'database_url = "sqlite:///{tmp_path / "agent.db"}"\nregistry_dir = "{tmp_path / "models"}"\n')
+    return path
+
+
+def _agent(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def test_help_lists_every_command():
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("version", "config", "db", "model"):
+        assert command in result.stdout
+
+
+def test_config_check_prints_the_example_with_secrets_masked(capsys):
+    assert main(["--config", str(EXAMPLE), "config", "check"]) == 0
+    out = capsys.readouterr().out
+    assert '"database_url": "**********"' in out and "fhir.hospital.local" in out
+
+
+def test_a_bad_config_exits_1_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[scoring]\nbatch_size = 0\n")
+    assert main(["--config", str(bad), "config", "check"]) == 1
+    assert "bad.toml" in capsys.readouterr().err
+
+
+def test_register_promote_and_history_through_the_cli(config, artifact_factory, capsys):
+    assert _agent(config, "db", "upgrade") == 0
+    assert _agent(config, "model", "--actor", "dr-ops", "register", str(artifact_factory("1.0.0"))) == 0
+    assert _agent(config, "model", "--actor", "dr-ops", "promote", "1.0.0", "--reason", "go live") == 0
+    assert _agent(config, "model", "list") == 0
+    assert _agent(config, "model", "history") == 0
+    out = capsys.readouterr().out
+    assert "promoted 1.0.0" in out and "now active" in out
+    assert "dr-ops" in out and "registered → active: go live" in out
+    assert _agent(config, "model", "verify") == 0
+
+
+def test_promoting_an_unknown_version_exits_1_with_the_reason(config, capsys):
+    assert _agent(config, "model", "promote", "9.9.9", "--reason", "x") == 1
+    assert "no model version '9.9.9' is registered" in capsys.readouterr().err
+
+
+def test_a_mutating_command_without_a_reason_is_a_usage_error(config):
+    with pytest.raises(SystemExit) as usage:
+        _agent(config, "model", "promote", "1.0.0")
+    assert usage.value.code == 2
