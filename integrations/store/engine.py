@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,14 +17,17 @@ def create_store_engine(url: str | sa.URL, *, busy_timeout_s: float = DEFAULT_BU
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s})
-        sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_s))
+        sa.event.listen(engine, "connect", _sqlite_on_connect(busy_timeout_s))
+        sa.event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     # pre-ping: a nightly job's pooled connection may have been dropped by the server since last night.
     return sa.create_engine(parsed, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(busy_timeout_s: float) -> Any:
+def _sqlite_on_connect(busy_timeout_s: float) -> Callable[[sqlite3.Connection, Any], None]:
     def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # The sqlite3 module's own transaction handling skips DDL and begins lazily; we begin ourselves instead.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             # WAL: the MLLP listener writes while the nightly batch reads, without blocking each other.
@@ -35,3 +39,9 @@ def _sqlite_pragmas(busy_timeout_s: float) -> Any:
             cursor.close()
 
     return on_connect
+
+
+def _sqlite_begin_immediate(connection: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout). A deferred transaction that
+    # reads and then writes fails at once with SQLITE_BUSY when another writer committed in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -9,7 +9,6 @@ retry after a crash, or a resent HL7 message, never adds a second row.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,16 +19,13 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy.dialects import postgresql, sqlite
 
+from integrations.store import model_registry
 from integrations.store import schema as t
 from integrations.store.engine import create_store_engine
 from integrations.store.errors import (
-    StoreError,
-    StoreIntegrityError,
     StoreMigrationError,
     StoreNotFoundError,
-    StoreUnavailableError,
 )
 from integrations.store.records import (
     EcgStudy,
@@ -54,10 +50,19 @@ from integrations.store.records import (
     TargetKind,
     Watermark,
 )
-
-logger = logging.getLogger(__name__)
+from integrations.store.rows import (
+    inbox_from_row,
+    outbox_from_row,
+    prediction_from_row,
+    quarantine_from_row,
+    run_from_row,
+    study_from_row,
+)
+from integrations.store.sql import dialect_insert, insert_new, translate, translated, update_one
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: PostgreSQL advisory lock held while migrating, so processes starting together migrate one after the other.
+MIGRATION_LOCK_KEY = 0x45434753  # "ECGS"
 DEFAULT_OUTBOX_LEASE_S = 300.0
 DEFAULT_OUTBOX_MAX_ATTEMPTS = 5
 Clock = Callable[[], datetime]
@@ -93,6 +98,8 @@ class Store:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
             with self._engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
         except CommandError as exc:
@@ -100,7 +107,7 @@ class Store:
                 f"schema at {self._engine.url!r}", f"cannot upgrade to {revision}: {exc}"
             ) from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise _translate(f"schema at {self._engine.url!r}", exc) from exc
+            raise translate(f"schema at {self._engine.url!r}", exc) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
@@ -128,7 +135,7 @@ class Store:
             "updated_at": now,
         }
         with self._begin(_inbox_name(message)) as connection:
-            return _insert_new(
+            return insert_new(
                 connection, t.inbox_messages, row, ("sender_application", "sender_facility", "control_id")
             )
 
@@ -143,7 +150,7 @@ class Store:
         )
         with self._begin(f"inbox message {sender_application}|{sender_facility}|{control_id}") as connection:
             row = connection.execute(query).mappings().first()
-        return None if row is None else _inbox_from_row(row)
+        return None if row is None else inbox_from_row(row)
 
     def list_inbox(self, status: InboxStatus, *, after_id: int = 0, limit: int = 100) -> list[StoredInboxMessage]:
         """Messages in ``status`` with an id above ``after_id``, in arrival order: page with the last id seen."""
@@ -155,13 +162,13 @@ class Store:
             .limit(limit)
         )
         with self._begin(f"{InboxStatus(status).value} inbox messages") as connection:
-            return [_inbox_from_row(row) for row in connection.execute(query).mappings()]
+            return [inbox_from_row(row) for row in connection.execute(query).mappings()]
 
     def set_inbox_status(self, inbox_id: int, status: InboxStatus, *, error: str | None = None) -> None:
         table = t.inbox_messages
         values = {"status": InboxStatus(status).value, "error": error, "updated_at": self._clock()}
         with self._begin(f"inbox message {inbox_id}") as connection:
-            _update_one(connection, table, inbox_id, values, f"inbox message {inbox_id}")
+            update_one(connection, table, inbox_id, values, f"inbox message {inbox_id}")
 
     # --- quarantine --------------------------------------------------------------------------------------------
 
@@ -200,7 +207,7 @@ class Store:
         if raw_ref is not None:
             query = query.where(table.c.raw_ref == raw_ref)
         with self._begin("quarantine list") as connection:
-            return [_quarantine_from_row(row) for row in connection.execute(query).mappings()]
+            return [quarantine_from_row(row) for row in connection.execute(query).mappings()]
 
     def mark_quarantine_retried(self, quarantine_id: int) -> None:
         """The entry was fed back in; counts the retry."""
@@ -211,12 +218,12 @@ class Store:
             "updated_at": self._clock(),
         }
         with self._begin(f"quarantine entry {quarantine_id}") as connection:
-            _update_one(connection, table, quarantine_id, values, f"quarantine entry {quarantine_id}")
+            update_one(connection, table, quarantine_id, values, f"quarantine entry {quarantine_id}")
 
     def mark_quarantine_resolved(self, quarantine_id: int) -> None:
         values = {"state": QuarantineState.RESOLVED.value, "updated_at": self._clock()}
         with self._begin(f"quarantine entry {quarantine_id}") as connection:
-            _update_one(connection, t.quarantine, quarantine_id, values, f"quarantine entry {quarantine_id}")
+            update_one(connection, t.quarantine, quarantine_id, values, f"quarantine entry {quarantine_id}")
 
     # --- ECG studies -------------------------------------------------------------------------------------------
 
@@ -237,7 +244,7 @@ class Store:
         }
         name = _study_name(study.source, study.source_id, study.source_version)
         with self._begin(name) as connection:
-            _insert_new(connection, t.ecg_studies, row, ("source", "source_id", "source_version"))
+            insert_new(connection, t.ecg_studies, row, ("source", "source_id", "source_version"))
             stored = _select_study(connection, study.source, study.source_id, study.source_version)
         assert stored is not None  # inserted, or already there, in this same transaction
         return stored
@@ -251,7 +258,7 @@ class Store:
             row = connection.execute(sa.select(t.ecg_studies).where(t.ecg_studies.c.id == study_id)).mappings().first()
         if row is None:
             raise StoreNotFoundError(f"ECG study {study_id}", "no such study")
-        return _study_from_row(row)
+        return study_from_row(row)
 
     def has_study(self, source: str, source_id: str) -> bool:
         """Whether any version of ``source_id`` is stored."""
@@ -263,7 +270,7 @@ class Store:
     def set_study_status(self, study_id: int, status: StudyStatus, *, error: str | None = None) -> None:
         values = {"status": StudyStatus(status).value, "error": error, "updated_at": self._clock()}
         with self._begin(f"ECG study {study_id}") as connection:
-            _update_one(connection, t.ecg_studies, study_id, values, f"ECG study {study_id}")
+            update_one(connection, t.ecg_studies, study_id, values, f"ECG study {study_id}")
 
     # --- predictions and explanations --------------------------------------------------------------------------
 
@@ -284,7 +291,7 @@ class Store:
         ]
         key = ("study_id", "model_version", "target_kind", "code")
         with self._begin(_predictions_name(predictions)) as connection:
-            return sum(_insert_new(connection, t.predictions, row, key) for row in rows)
+            return sum(insert_new(connection, t.predictions, row, key) for row in rows)
 
     def get_predictions(self, study_id: int, model_version: str | None = None) -> list[Prediction]:
         table = t.predictions
@@ -292,7 +299,7 @@ class Store:
         if model_version is not None:
             query = query.where(table.c.model_version == model_version)
         with self._begin(f"predictions for ECG study {study_id}") as connection:
-            return [_prediction_from_row(row) for row in connection.execute(query).mappings()]
+            return [prediction_from_row(row) for row in connection.execute(query).mappings()]
 
     def put_explanations(self, explanations: Sequence[Explanation]) -> int:
         """Insert the explanations not stored yet; returns how many were new."""
@@ -311,7 +318,7 @@ class Store:
         ]
         studies = sorted({e.study_id for e in explanations})
         with self._begin(f"explanations for ECG studies {studies}") as connection:
-            return sum(_insert_new(connection, t.explanations, row, key) for row in rows)
+            return sum(insert_new(connection, t.explanations, row, key) for row in rows)
 
     def get_explanations(self, study_id: int, model_version: str) -> list[Explanation]:
         table = t.explanations
@@ -351,7 +358,7 @@ class Store:
                 "counts": dict(counts),
                 "error": error,
             }
-            _update_one(connection, t.runs, run_id, values, f"run {run_id}")
+            update_one(connection, t.runs, run_id, values, f"run {run_id}")
             return _select_run(connection, run_id)
 
     def get_run(self, run_id: int) -> Run:
@@ -370,7 +377,7 @@ class Store:
         """Set ``source``'s watermark; call it in the same unit of work that commits what was read up to ``value``."""
         row = {"source": source, "value": value, "updated_at": self._clock()}
         with self._begin(f"watermark {source}") as connection:
-            insert = _dialect_insert(connection, t.watermarks).values(row)
+            insert = dialect_insert(connection, t.watermarks).values(row)
             upsert = insert.on_conflict_do_update(
                 index_elements=["source"],
                 set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
@@ -392,7 +399,7 @@ class Store:
             "updated_at": now,
         }
         with self._begin(f"outbox message {message.idempotency_key}") as connection:
-            return _insert_new(connection, t.outbox, row, ("idempotency_key",))
+            return insert_new(connection, t.outbox, row, ("idempotency_key",))
 
     def claim_outbox(
         self, *, limit: int = 50, lease_s: float = DEFAULT_OUTBOX_LEASE_S, destination: str | None = None
@@ -423,13 +430,13 @@ class Store:
         )
         with self._begin("outbox claim") as connection:
             rows = connection.execute(claim).mappings().all()
-        return sorted((_outbox_from_row(row) for row in rows), key=lambda message: message.id)
+        return sorted((outbox_from_row(row) for row in rows), key=lambda message: message.id)
 
     def mark_outbox_sent(self, outbox_id: int) -> None:
         now = self._clock()
         values = {"status": OutboxStatus.SENT.value, "sent_at": now, "updated_at": now, "lease_until": None}
         with self._begin(f"outbox message {outbox_id}") as connection:
-            _update_one(connection, t.outbox, outbox_id, values, f"outbox message {outbox_id}")
+            update_one(connection, t.outbox, outbox_id, values, f"outbox message {outbox_id}")
 
     def mark_outbox_failed(
         self, outbox_id: int, error: str, *, max_attempts: int = DEFAULT_OUTBOX_MAX_ATTEMPTS
@@ -449,16 +456,14 @@ class Store:
                 "lease_until": None,
                 "updated_at": self._clock(),
             }
-            _update_one(connection, table, outbox_id, values, name)
-            return _outbox_from_row(
-                connection.execute(sa.select(table).where(table.c.id == outbox_id)).mappings().one()
-            )
+            update_one(connection, table, outbox_id, values, name)
+            return outbox_from_row(connection.execute(sa.select(table).where(table.c.id == outbox_id)).mappings().one())
 
     def get_outbox_message(self, idempotency_key: str) -> StoredOutboxMessage | None:
         query = sa.select(t.outbox).where(t.outbox.c.idempotency_key == idempotency_key)
         with self._begin(f"outbox message {idempotency_key}") as connection:
             row = connection.execute(query).mappings().first()
-        return None if row is None else _outbox_from_row(row)
+        return None if row is None else outbox_from_row(row)
 
     # --- model versions ----------------------------------------------------------------------------------------
 
@@ -466,123 +471,42 @@ class Store:
         self, version: str, sha256: str, path: str, manifest: Mapping[str, Any], *, actor: str
     ) -> ModelVersion:
         """Register an artifact as ``registered``; registering the same sha256 again returns the stored version."""
-        now = self._clock()
-        row = {
-            "version": version,
-            "sha256": sha256,
-            "path": path,
-            "state": ModelState.REGISTERED.value,
-            "manifest": dict(manifest),
-            "created_at": now,
-            "updated_at": now,
-        }
-        name = f"model version {version} (sha256 {sha256[:12]})"
-        with self._begin(name) as connection:
-            if _insert_new(connection, t.model_versions, row, ("sha256",)):
-                _audit(connection, version, actor, now, None, ModelState.REGISTERED, "registered")
-            query = sa.select(t.model_versions).where(t.model_versions.c.sha256 == sha256)
-            stored = _model_from_row(connection.execute(query).mappings().one())
-        if stored.version != version:
-            raise StoreIntegrityError(name, f"this artifact is already registered as version {stored.version}")
-        return stored
+        with self._begin(f"model version {version} (sha256 {sha256[:12]})") as connection:
+            return model_registry.register(connection, self._clock(), version, sha256, path, manifest, actor)
 
     def set_model_state(self, version: str, state: ModelState, *, actor: str, reason: str) -> ModelVersion:
         """Move ``version`` to ``state`` with an audit row; promoting to active retires the previous active one."""
-        state = ModelState(state)
-        now = self._clock()
         with self._begin(f"model version {version}") as connection:
-            current = _select_model(connection, version)
-            if current.state == state:
-                return current
-            if state == ModelState.ACTIVE:
-                _retire_active(connection, actor, now, f"replaced by {version}: {reason}")
-            _set_state(connection, current, state, actor, now, reason)
-            return _select_model(connection, version)
+            return model_registry.set_state(connection, self._clock(), version, ModelState(state), actor, reason)
 
     def get_model_version(self, version: str) -> ModelVersion | None:
-        query = sa.select(t.model_versions).where(t.model_versions.c.version == version)
         with self._begin(f"model version {version}") as connection:
-            row = connection.execute(query).mappings().first()
-        return None if row is None else _model_from_row(row)
+            return model_registry.select(connection, version)
 
     def list_model_versions(self) -> list[ModelVersion]:
         """Every registered version, in registration order."""
-        query = sa.select(t.model_versions).order_by(t.model_versions.c.id)
         with self._begin("model versions") as connection:
-            return [_model_from_row(row) for row in connection.execute(query).mappings()]
+            return model_registry.select_all(connection)
 
     def active_model_version(self) -> ModelVersion | None:
-        models = self._models_in(ModelState.ACTIVE)
-        return models[0] if models else None
+        with self._begin("active model version") as connection:
+            active = model_registry.select_all(connection, ModelState.ACTIVE)
+        return active[0] if active else None
 
     def shadow_model_versions(self) -> list[ModelVersion]:
-        return self._models_in(ModelState.SHADOW)
+        with self._begin("shadow model versions") as connection:
+            return model_registry.select_all(connection, ModelState.SHADOW)
 
     def model_audit(self, version: str | None = None) -> list[ModelAuditEntry]:
         """The audit trail, oldest first, of one version or of all."""
-        table = t.model_audit
-        query = sa.select(table).order_by(table.c.id)
-        if version is not None:
-            query = query.where(table.c.version == version)
         with self._begin("model audit trail") as connection:
-            return [_audit_from_row(row) for row in connection.execute(query).mappings()]
-
-    def _models_in(self, state: ModelState) -> list[ModelVersion]:
-        table = t.model_versions
-        query = sa.select(table).where(table.c.state == state.value).order_by(table.c.id)
-        with self._begin(f"{state.value} model versions") as connection:
-            return [_model_from_row(row) for row in connection.execute(query).mappings()]
+            return model_registry.audit_trail(connection, version)
 
     # --- plumbing ----------------------------------------------------------------------------------------------
 
     def _begin(self, record: str) -> AbstractContextManager[sa.Connection]:
         """The unit of work's connection, or a fresh transaction committed on exit; database errors translated."""
-        return _translated(record, self._engine, self._connection)
-
-
-@contextmanager
-def _translated(record: str, engine: sa.Engine, connection: sa.Connection | None) -> Iterator[sa.Connection]:
-    try:
-        if connection is not None:
-            yield connection
-            return
-        with engine.begin() as fresh:
-            yield fresh
-    except sa.exc.SQLAlchemyError as exc:
-        raise _translate(record, exc) from exc
-
-
-def _translate(record: str, exc: sa.exc.SQLAlchemyError) -> StoreError:
-    reason = str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else str(exc)
-    reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
-    if isinstance(exc, sa.exc.IntegrityError):
-        return StoreIntegrityError(record, reason)
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError):
-        return StoreUnavailableError(record, reason)
-    return StoreError(record, reason)
-
-
-def _dialect_insert(connection: sa.Connection, table: sa.Table) -> Any:
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise StoreError(f"table {table.name}", f"unsupported database dialect {dialect!r}")
-
-
-def _insert_new(connection: sa.Connection, table: sa.Table, row: Mapping[str, Any], key: tuple[str, ...]) -> bool:
-    """INSERT ... ON CONFLICT (key) DO NOTHING; True when the row was inserted."""
-    statement = _dialect_insert(connection, table).values(dict(row)).on_conflict_do_nothing(index_elements=list(key))
-    # RETURNING rather than rowcount: psycopg reports -1 for this INSERT through SQLAlchemy 2.1.
-    returned = connection.execute(statement.returning(*table.primary_key.columns)).first()
-    return returned is not None
-
-
-def _update_one(connection: sa.Connection, table: sa.Table, row_id: int, values: Mapping[str, Any], name: str) -> None:
-    result = connection.execute(sa.update(table).where(table.c.id == row_id).values(dict(values)))
-    if result.rowcount != 1:
-        raise StoreNotFoundError(name, f"no such row in {table.name}")
+        return translated(record, self._engine, self._connection)
 
 
 def _inbox_name(message: InboxMessage) -> str:
@@ -599,149 +523,17 @@ def _predictions_name(predictions: Sequence[Prediction]) -> str:
     return f"predictions of model {', '.join(versions)} for ECG studies {studies}"
 
 
-def _inbox_from_row(row: sa.RowMapping) -> StoredInboxMessage:
-    message = InboxMessage(
-        source=row["source"],
-        sender_application=row["sender_application"],
-        sender_facility=row["sender_facility"],
-        control_id=row["control_id"],
-        message_type=row["message_type"],
-        raw=bytes(row["raw"]),
-    )
-    return StoredInboxMessage(row["id"], message, row["received_at"], InboxStatus(row["status"]), row["error"])
-
-
-def _quarantine_from_row(row: sa.RowMapping) -> StoredQuarantineEntry:
-    entry = QuarantineEntry(kind=row["kind"], origin=row["origin"], reason=row["reason"], raw_ref=row["raw_ref"])
-    state = QuarantineState(row["state"])
-    return StoredQuarantineEntry(row["id"], entry, row["created_at"], state, row["retry_count"], row["updated_at"])
-
-
 def _select_study(connection: sa.Connection, source: str, source_id: str, source_version: str) -> StoredStudy | None:
     table = t.ecg_studies
     query = sa.select(table).where(
         table.c.source == source, table.c.source_id == source_id, table.c.source_version == source_version
     )
     row = connection.execute(query).mappings().first()
-    return None if row is None else _study_from_row(row)
-
-
-def _study_from_row(row: sa.RowMapping) -> StoredStudy:
-    study = EcgStudy(
-        source=row["source"],
-        source_id=row["source_id"],
-        source_version=row["source_version"],
-        fs_hz=row["fs_hz"],
-        leads=tuple(row["leads"]),
-        patient_ref=row["patient_ref"],
-        acquired_at=row["acquired_at"],
-    )
-    status = StudyStatus(row["status"])
-    return StoredStudy(row["id"], study, status, row["error"], row["created_at"], row["updated_at"])
-
-
-def _prediction_from_row(row: sa.RowMapping) -> Prediction:
-    return Prediction(
-        study_id=row["study_id"],
-        model_version=row["model_version"],
-        target_kind=TargetKind(row["target_kind"]),
-        code=row["code"],
-        probability=row["probability"],
-        is_positive=bool(row["is_positive"]),
-    )
+    return None if row is None else study_from_row(row)
 
 
 def _select_run(connection: sa.Connection, run_id: int) -> Run:
     row = connection.execute(sa.select(t.runs).where(t.runs.c.id == run_id)).mappings().first()
     if row is None:
         raise StoreNotFoundError(f"run {run_id}", "no such run")
-    return Run(
-        id=row["id"],
-        started_at=row["started_at"],
-        model_versions=tuple(row["model_versions"]),
-        status=RunStatus(row["status"]),
-        counts=dict(row["counts"]),
-        finished_at=row["finished_at"],
-        duration_s=row["duration_s"],
-        error=row["error"],
-    )
-
-
-def _outbox_from_row(row: sa.RowMapping) -> StoredOutboxMessage:
-    return StoredOutboxMessage(
-        id=row["id"],
-        message=OutboxMessage(row["destination"], row["idempotency_key"], dict(row["payload"])),
-        status=OutboxStatus(row["status"]),
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        sent_at=row["sent_at"],
-        lease_until=row["lease_until"],
-    )
-
-
-def _select_model(connection: sa.Connection, version: str) -> ModelVersion:
-    row = (
-        connection.execute(sa.select(t.model_versions).where(t.model_versions.c.version == version)).mappings().first()
-    )
-    if row is None:
-        raise StoreNotFoundError(f"model version {version}", "not registered")
-    return _model_from_row(row)
-
-
-def _model_from_row(row: sa.RowMapping) -> ModelVersion:
-    return ModelVersion(
-        version=row["version"],
-        sha256=row["sha256"],
-        path=row["path"],
-        state=ModelState(row["state"]),
-        manifest=dict(row["manifest"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _retire_active(connection: sa.Connection, actor: str, now: datetime, reason: str) -> None:
-    table = t.model_versions
-    query = sa.select(table).where(table.c.state == ModelState.ACTIVE.value)
-    for row in connection.execute(query).mappings().all():
-        _set_state(connection, _model_from_row(row), ModelState.RETIRED, actor, now, reason)
-
-
-def _set_state(
-    connection: sa.Connection, model: ModelVersion, state: ModelState, actor: str, now: datetime, reason: str
-) -> None:
-    table = t.model_versions
-    connection.execute(
-        sa.update(table).where(table.c.version == model.version).values(state=state.value, updated_at=now)
-    )
-    _audit(connection, model.version, actor, now, model.state, state, reason)
-    logger.info("model version %s: %s -> %s by %s", model.version, model.state.value, state.value, actor)
-
-
-def _audit(
-    connection: sa.Connection,
-    version: str,
-    actor: str,
-    now: datetime,
-    from_state: ModelState | None,
-    to_state: ModelState,
-    reason: str,
-) -> None:
-    row = {
-        "version": version,
-        "actor": actor,
-        "at": now,
-        "from_state": None if from_state is None else from_state.value,
-        "to_state": to_state.value,
-        "reason": reason,
-    }
-    connection.execute(sa.insert(t.model_audit).values(row))
-
-
-def _audit_from_row(row: sa.RowMapping) -> ModelAuditEntry:
-    from_state = None if row["from_state"] is None else ModelState(row["from_state"])
-    return ModelAuditEntry(
-        row["id"], row["version"], row["actor"], row["at"], from_state, ModelState(row["to_state"]), row["reason"]
-    )
+    return run_from_row(row)

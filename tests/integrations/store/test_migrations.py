@@ -1,5 +1,7 @@
 """Migrations: the packaged Alembic scripts build exactly the schema the code queries, on both databases."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -16,16 +18,22 @@ def _empty_database_url(request, tmp_path, dialect: str) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def migrated(request, tmp_path):
-    """A database migrated from empty, then to head a second time; dropped again afterwards on PostgreSQL."""
+def empty_store(request, tmp_path):
+    """A store on an empty database; emptied again afterwards, since the PostgreSQL one is shared."""
     store = Store.from_url(_empty_database_url(request, tmp_path, request.param))
-    store.upgrade()
-    store.upgrade()
     yield store
     metadata.drop_all(store.engine)
     with store.engine.begin() as connection:
-        connection.exec_driver_sql("DROP TABLE alembic_version")
+        connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     store.dispose()
+
+
+@pytest.fixture
+def migrated(empty_store):
+    """A database migrated from empty, then to head a second time."""
+    empty_store.upgrade()
+    empty_store.upgrade()
+    return empty_store
 
 
 def test_upgrade_head_creates_every_table_of_the_schema_and_is_idempotent(migrated):
@@ -49,3 +57,16 @@ def test_an_unreachable_database_is_reported_as_unavailable(tmp_path):
     store = Store.from_url(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
     with pytest.raises(StoreUnavailableError, match="unable to open database file"):
         store.upgrade()
+
+
+def test_processes_starting_together_on_an_empty_database_both_upgrade_it(empty_store):
+    stores = [Store(empty_store.engine) for _ in range(3)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(Store.upgrade, stores))
+    assert set(sa.inspect(empty_store.engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
+
+
+def test_an_unreachable_postgresql_server_is_reported_as_unavailable():
+    store = Store.from_url("postgresql+psycopg://postgres@127.0.0.1:1/nothing")
+    with pytest.raises(StoreUnavailableError, match="watermark fhir"):
+        store.get_watermark("fhir")

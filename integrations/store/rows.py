@@ -1,0 +1,116 @@
+"""Rows to the typed records of :mod:`integrations.store.records`."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from integrations.store.records import (
+    EcgStudy,
+    InboxMessage,
+    InboxStatus,
+    ModelAuditEntry,
+    ModelState,
+    ModelVersion,
+    OutboxMessage,
+    OutboxStatus,
+    Prediction,
+    QuarantineEntry,
+    QuarantineState,
+    Run,
+    RunStatus,
+    StoredInboxMessage,
+    StoredOutboxMessage,
+    StoredQuarantineEntry,
+    StoredStudy,
+    StudyStatus,
+    TargetKind,
+)
+
+
+def inbox_from_row(row: sa.RowMapping) -> StoredInboxMessage:
+    message = InboxMessage(
+        source=row["source"],
+        sender_application=row["sender_application"],
+        sender_facility=row["sender_facility"],
+        control_id=row["control_id"],
+        message_type=row["message_type"],
+        raw=bytes(row["raw"]),
+    )
+    return StoredInboxMessage(row["id"], message, row["received_at"], InboxStatus(row["status"]), row["error"])
+
+
+def quarantine_from_row(row: sa.RowMapping) -> StoredQuarantineEntry:
+    entry = QuarantineEntry(kind=row["kind"], origin=row["origin"], reason=row["reason"], raw_ref=row["raw_ref"])
+    state = QuarantineState(row["state"])
+    return StoredQuarantineEntry(row["id"], entry, row["created_at"], state, row["retry_count"], row["updated_at"])
+
+
+def study_from_row(row: sa.RowMapping) -> StoredStudy:
+    study = EcgStudy(
+        source=row["source"],
+        source_id=row["source_id"],
+        source_version=row["source_version"],
+        fs_hz=row["fs_hz"],
+        leads=tuple(row["leads"]),
+        patient_ref=row["patient_ref"],
+        acquired_at=row["acquired_at"],
+    )
+    status = StudyStatus(row["status"])
+    return StoredStudy(row["id"], study, status, row["error"], row["created_at"], row["updated_at"])
+
+
+def prediction_from_row(row: sa.RowMapping) -> Prediction:
+    return Prediction(
+        study_id=row["study_id"],
+        model_version=row["model_version"],
+        target_kind=TargetKind(row["target_kind"]),
+        code=row["code"],
+        probability=row["probability"],
+        is_positive=bool(row["is_positive"]),
+    )
+
+
+def outbox_from_row(row: sa.RowMapping) -> StoredOutboxMessage:
+    return StoredOutboxMessage(
+        id=row["id"],
+        message=OutboxMessage(row["destination"], row["idempotency_key"], dict(row["payload"])),
+        status=OutboxStatus(row["status"]),
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        sent_at=row["sent_at"],
+        lease_until=row["lease_until"],
+    )
+
+
+def model_from_row(row: sa.RowMapping) -> ModelVersion:
+    return ModelVersion(
+        version=row["version"],
+        sha256=row["sha256"],
+        path=row["path"],
+        state=ModelState(row["state"]),
+        manifest=dict(row["manifest"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def audit_from_row(row: sa.RowMapping) -> ModelAuditEntry:
+    from_state = None if row["from_state"] is None else ModelState(row["from_state"])
+    return ModelAuditEntry(
+        row["id"], row["version"], row["actor"], row["at"], from_state, ModelState(row["to_state"]), row["reason"]
+    )
+
+
+def run_from_row(row: sa.RowMapping) -> Run:
+    return Run(
+        id=row["id"],
+        started_at=row["started_at"],
+        model_versions=tuple(row["model_versions"]),
+        status=RunStatus(row["status"]),
+        counts=dict(row["counts"]),
+        finished_at=row["finished_at"],
+        duration_s=row["duration_s"],
+        error=row["error"],
+    )
