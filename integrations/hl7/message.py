@@ -14,7 +14,6 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 
 from integrations.hl7.errors import ERR_REQUIRED_FIELD_MISSING, Hl7ParseError
-from integrations.hl7.waveform import split_segments
 
 #: The encoding characters every message we write declares (MSH-1, MSH-2).
 ENCODING_CHARACTERS = "^~\\&"
@@ -48,8 +47,7 @@ def decode_text(raw: bytes) -> str:
 
 def read_header(raw: bytes) -> MessageHeader:
     """The MSH header of ``raw``; raises :class:`Hl7ParseError` when it is not an HL7 v2 message."""
-    segments = split_segments(decode_text(raw).lstrip())
-    first = segments[0] if segments else ""
+    first = _first_segment(raw)
     if not re.match(r"MSH[^\w\s]", first):
         raise Hl7ParseError(None, "not an HL7 v2 message (no MSH segment)")
     fields = first.split(first[3])
@@ -68,6 +66,13 @@ def read_header(raw: bytes) -> MessageHeader:
         version=fields[11].split(component)[0],
         processing_id=fields[10].split(component)[0],
     )
+
+
+def _first_segment(raw: bytes) -> str:
+    """The first non-blank segment, decoded alone: the rest of a large message is not touched."""
+    text = raw.lstrip()
+    ends = [position for position in (text.find(b"\r"), text.find(b"\n")) if position >= 0]
+    return decode_text(text[: min(ends)] if ends else text)
 
 
 def format_dtm(moment: datetime) -> str:

@@ -13,6 +13,7 @@ import pytest
 from hl7.client import MLLPClient
 from hl7.mllp import open_hl7_connection
 
+from integrations.hl7 import MllpListener, MllpListenerConfig
 from integrations.hl7.mllp import END_BLOCK, START_BLOCK
 from integrations.store import QuarantineState, Store
 
@@ -224,4 +225,29 @@ def test_mutual_tls_listener_turns_away_a_client_without_certificate(start_liste
     with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
         asyncio.run(_send_over_tls(running.port, oru_bytes("NOCERT-1"), client_context))
     assert store.get_inbox_message("ECG_CART", "CARDIOLOGY", "NOCERT-1") is None
+    assert running.listener.is_serving
+
+
+# --- failures of our own, and idle peers -----------------------------------------------------------------------
+
+
+def test_when_the_store_fails_the_sender_gets_ae_and_the_listener_keeps_serving(tmp_path, oru_bytes):
+    """A real store whose schema was never created: every insert fails, as with a broken database."""
+    broken = Store.from_url(f"sqlite:///{tmp_path / 'unmigrated.db'}")
+
+    async def exchange() -> tuple[tuple[str, str], bool]:
+        async with MllpListener(broken, MllpListenerConfig(host=LOOPBACK, port=0)) as listener:
+            answer = await asyncio.to_thread(_send_one, listener.address[1], oru_bytes("MSG-1"))
+            return answer, listener.is_serving
+
+    try:
+        assert asyncio.run(exchange()) == (("AE", "MSG-1"), True)
+    finally:
+        broken.dispose()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(start_listener):
+    running = start_listener(idle_timeout_s=0.2)
+    with socket.create_connection((LOOPBACK, running.port), timeout=SOCKET_TIMEOUT_S) as connection:
+        assert connection.recv(1) == b""  # closed by the listener, not by our timeout
     assert running.listener.is_serving
