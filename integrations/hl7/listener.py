@@ -39,7 +39,7 @@ from integrations.hl7.errors import (
     TruncatedFrameError,
 )
 from integrations.hl7.message import Hl7Party, MessageHeader, read_header
-from integrations.hl7.mllp import DEFAULT_MAX_MESSAGE_BYTES, MllpFrameReader, frame
+from integrations.hl7.mllp import DEFAULT_MAX_MESSAGE_BYTES, START_BLOCK, MllpFrameReader, frame
 from integrations.store import InboxMessage, QuarantineEntry
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ class MllpListener:
         try:
             raw = await asyncio.wait_for(frames.read_frame(), self._config.idle_timeout_s)
         except TruncatedFrameError as exc:
-            await self._quarantine(origin, exc.reason, exc.partial, None)
+            header = _header_or_none(exc.partial[len(START_BLOCK) :])
+            await self._quarantine(origin, exc.reason, exc.partial, header.control_id if header else None)
             return None
         except FrameTooLargeError as exc:
             return await self._refuse_frame(origin, exc, exc.head)

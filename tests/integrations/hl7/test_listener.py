@@ -31,10 +31,6 @@ def msa(ack: hl7.Message) -> tuple[str, str]:
     return str(segment[1]), str(segment[2])
 
 
-def quarantine_reasons(store: Store) -> list[str]:
-    return [entry.entry.reason for entry in store.list_quarantine(state=QuarantineState.OPEN)]
-
-
 def inbox_rows(store: Store) -> int:
     with store.engine.connect() as connection:
         [[rows]] = connection.exec_driver_sql("SELECT count(*) FROM inbox_messages").fetchall()
@@ -174,8 +170,11 @@ def test_bad_input_is_refused_or_quarantined_and_nothing_else_is_lost(
     # The listener survives, and the next sender's good message is stored and accepted.
     assert _send_one(running.port, oru_bytes("GOOD-1")) == ("AA", "GOOD-1")
     assert running.listener.is_serving
-    [quarantined] = quarantine_reasons(store)
-    assert reason in quarantined
+    [quarantined] = store.list_quarantine(state=QuarantineState.OPEN)
+    assert reason in quarantined.entry.reason
+    assert quarantined.entry.kind == "hl7_message"
+    assert quarantined.entry.origin.startswith("mllp://127.0.0.1:")
+    assert quarantined.entry.raw_ref.startswith(f"msh10={expected_ack[1] if expected_ack else 'CUT-1'};sha256=")
     assert store.get_inbox_message("ECG_CART", "CARDIOLOGY", "GOOD-1") is not None
     assert inbox_rows(store) == 1
 
