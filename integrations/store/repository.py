@@ -58,7 +58,7 @@ from integrations.store.rows import (
     run_from_row,
     study_from_row,
 )
-from integrations.store.sql import dialect_insert, insert_new, translate, translated, update_one
+from integrations.store.sql import dialect_insert, insert_new, insert_new_rows, translate, translated, update_one
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: PostgreSQL advisory lock held while migrating, so processes starting together migrate one after the other.
@@ -291,7 +291,7 @@ class Store:
         ]
         key = ("study_id", "model_version", "target_kind", "code")
         with self._begin(_predictions_name(predictions)) as connection:
-            return sum(insert_new(connection, t.predictions, row, key) for row in rows)
+            return insert_new_rows(connection, t.predictions, rows, key)
 
     def get_predictions(self, study_id: int, model_version: str | None = None) -> list[Prediction]:
         table = t.predictions
@@ -318,7 +318,7 @@ class Store:
         ]
         studies = sorted({e.study_id for e in explanations})
         with self._begin(f"explanations for ECG studies {studies}") as connection:
-            return sum(insert_new(connection, t.explanations, row, key) for row in rows)
+            return insert_new_rows(connection, t.explanations, rows, key)
 
     def get_explanations(self, study_id: int, model_version: str) -> list[Explanation]:
         table = t.explanations

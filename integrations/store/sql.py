@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,6 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from integrations.store.errors import StoreError, StoreIntegrityError, StoreNotFoundError, StoreUnavailableError
+
+#: Rows per multi-row INSERT: one statement per chunk, well under SQLite's 32766 bound parameters.
+ROWS_PER_INSERT = 500
 
 
 @contextmanager
@@ -47,10 +50,20 @@ def dialect_insert(connection: sa.Connection, table: sa.Table) -> Any:
 
 def insert_new(connection: sa.Connection, table: sa.Table, row: Mapping[str, Any], key: tuple[str, ...]) -> bool:
     """INSERT ... ON CONFLICT (key) DO NOTHING; True when the row was inserted."""
-    statement = dialect_insert(connection, table).values(dict(row)).on_conflict_do_nothing(index_elements=list(key))
-    # RETURNING rather than rowcount: psycopg reports -1 for this INSERT through SQLAlchemy 2.1.
-    returned = connection.execute(statement.returning(*table.primary_key.columns)).first()
-    return returned is not None
+    return insert_new_rows(connection, table, [row], key) == 1
+
+
+def insert_new_rows(
+    connection: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], key: tuple[str, ...]
+) -> int:
+    """Multi-row INSERT ... ON CONFLICT (key) DO NOTHING, in chunks; returns how many rows were inserted."""
+    inserted = 0
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = [dict(row) for row in rows[start : start + ROWS_PER_INSERT]]
+        statement = dialect_insert(connection, table).values(chunk).on_conflict_do_nothing(index_elements=list(key))
+        # RETURNING rather than rowcount: psycopg reports -1 for this INSERT through SQLAlchemy 2.1.
+        inserted += len(connection.execute(statement.returning(*table.primary_key.columns)).all())
+    return inserted
 
 
 def update_one(connection: sa.Connection, table: sa.Table, row_id: int, values: Mapping[str, Any], name: str) -> None:

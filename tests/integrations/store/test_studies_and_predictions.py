@@ -108,3 +108,11 @@ def test_explanations_link_a_diagnosis_to_lab_targets_once(store):
     assert store.put_explanations(explanations) == 0
     assert store.get_explanations(study_id, "m-1.0") == explanations
     assert store.get_explanations(study_id, "m-2.0") == []
+
+
+def test_a_large_batch_of_predictions_is_inserted_in_chunks_and_counted_exactly(store):
+    study_id = store.upsert_study(_study()).id
+    many = [Prediction(study_id, "m-1.0", TargetKind.DIAGNOSIS, f"C{n:04d}", n / 1500, n % 2 == 0) for n in range(1200)]
+    assert store.put_predictions(many[:700]) == 700
+    assert store.put_predictions(many) == 500
+    assert len(store.get_predictions(study_id)) == 1200
