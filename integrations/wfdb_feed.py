@@ -167,12 +167,12 @@ def _settled_files(
             raise _NotReady("header still being written") from None
         raise
     files = [candidate.header_path, *(candidate.header_path.parent / name for name in _data_file_names(header))]
-    missing = [path.name for path in files if not path.exists()]
-    if missing:
-        raise _NotReady(f"waiting for {', '.join(missing)}")
-    changed_s = max(_changed_s(path) for path in files)
+    present = [path for path in files if path.exists()]
+    changed_s = max(_changed_s(path) for path in present)
     if changed_s < cutoff_s:
-        return None
+        return None  # examined in an earlier scan (a data file deleted since does not make it new)
+    if len(present) < len(files):
+        raise _NotReady(f"waiting for {', '.join(path.name for path in files if path not in present)}")
     if changed_s >= settled_before_s:
         raise _NotReady("files changed too recently")
     return header, files

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import wfdb
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.store import QuarantineState, Store, StudyStatus
@@ -197,3 +198,32 @@ def test_a_corrupt_record_met_again_after_an_interrupted_scan_is_quarantined_onc
     assert again.quarantine_id == first.quarantine_id
     assert len(store.list_quarantine()) == 1
     assert again.reason == "header declares 12 signals but describes 0"
+
+
+def test_an_examined_record_whose_data_file_is_later_deleted_is_not_rescanned(folder, store, clock, caplog):
+    base = _write(folder, "r1", clock)
+    assert len(_scan(folder, store, clock)) == 1
+    base.with_suffix(".dat").unlink()  # archived elsewhere
+    clock.advance(3600)
+    with caplog.at_level("INFO", logger="integrations.wfdb_feed"):
+        assert _scan(folder, store, clock) == []
+    assert "r1" not in caplog.text
+
+
+def test_lead_labels_of_other_writers_are_mapped_to_the_canonical_names(folder, store, clock):
+    labels = ["LEAD_I", "lead_ii", "III", "AVR", "MDC_ECG_LEAD_AVL", "avf", "V1", "V2", "V3", "V4", "V5", "V6"]
+    signal = np.random.default_rng(2).normal(0.0, 0.3, size=(1000, 12))
+    wfdb.wrsamp("other", fs=250, units=["mV"] * 12, sig_name=labels, p_signal=signal, fmt=["16"] * 12,
+                adc_gain=[200.0] * 12, baseline=[0] * 12, write_dir=str(folder))  # fmt: skip
+    _set_changed(folder / "other", clock.now_s - 2 * SETTLE_S)
+    [item] = _scan(folder, store, clock)
+    assert item.record.lead_names == MODEL_LEAD_ORDER and item.record.fs_hz == 250.0
+
+
+def test_a_settled_record_the_reader_refuses_is_quarantined_with_the_readers_reason(folder, store, clock):
+    base = _write(folder, "r1", clock)
+    header = base.with_suffix(".hea")
+    header.write_text(header.read_text().replace("/mV", "/furlong"))
+    _set_changed(base, clock.now_s - 2 * SETTLE_S)
+    [item] = _scan(folder, store, clock)
+    assert isinstance(item, RejectedRecord) and item.reason == "unknown signal unit 'furlong'"
