@@ -15,7 +15,7 @@ from hl7apy.core import Group
 from integrations.ecg import EcgRecord
 from integrations.hl7 import mdc
 from integrations.hl7.errors import EcgWaveformError
-from integrations.hl7.message import Hl7Party, format_dtm, new_message
+from integrations.hl7.message import Hl7Party, escape_text, format_dtm, new_message
 from integrations.hl7.waveform import encode_numeric_array, splice_waveforms
 
 DEFAULT_ECG_SENDER = Hl7Party(application="ECG_CART", facility="CARDIOLOGY")
@@ -49,36 +49,40 @@ def encode_ecg_oru(
     )
     result = message.add_group("ORU_R01_PATIENT_RESULT")
     patient = result.add_group("ORU_R01_PATIENT")
-    patient.pid.pid_3 = record.subject_id or ""
+    patient.pid.pid_3 = escape_text(record.subject_id or "")
     patient.pid.pid_5 = ANONYMOUS_NAME
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     order.obr.obr_1 = "1"
-    order.obr.obr_3 = record.record_id
+    order.obr.obr_3 = escape_text(record.record_id)
     order.obr.obr_4 = ECG_ORDER_CODE
     if record.acquired_at is not None:
         order.obr.obr_7 = format_dtm(record.acquired_at)
-    _add_obx(order, "NM", mdc.attribute_identifier(mdc.SAMPLE_RATE_MNEMONIC), _GROUP_SUB_ID, _nm(record.fs_hz))
-    order.children[-1].obx.obx_6 = mdc.SAMPLE_RATE_UNIT
-    _add_obx(order, "NM", mdc.attribute_identifier(mdc.RESOLUTION_MNEMONIC), _GROUP_SUB_ID, _nm(resolution_uv))
-    order.children[-1].obx.obx_6 = mdc.MICROVOLT_UNIT
-    first_lead_position = 4  # MSH, PID, OBR, two attribute OBXs: leads follow at 5, 6, ...
-    payloads: dict[int, str] = {}
+    rate = mdc.attribute_identifier(mdc.SAMPLE_RATE_MNEMONIC)
+    _add_obx(order, "NM", rate, _GROUP_SUB_ID, value=_nm(record.fs_hz), units=mdc.SAMPLE_RATE_UNIT)
+    resolution = mdc.attribute_identifier(mdc.RESOLUTION_MNEMONIC)
+    _add_obx(order, "NM", resolution, _GROUP_SUB_ID, value=_nm(resolution_uv), units=mdc.MICROVOLT_UNIT)
     for index, lead in enumerate(record.lead_names, start=1):
-        _add_obx(order, "NA", mdc.lead_identifier(lead), f"{_GROUP_SUB_ID}.{index}", "")
-        counts = np.round(record.signal_mv[index - 1] * 1000.0 / resolution_uv)
-        payloads[first_lead_position + index] = encode_numeric_array(counts)
+        _add_obx(order, "NA", mdc.lead_identifier(lead), f"{_GROUP_SUB_ID}.{index}")
+    first_lead_position = 5  # after MSH, PID, OBR and the two attribute OBXs (segment positions 0-4)
+    payloads = {
+        first_lead_position + row: encode_numeric_array(np.round(samples_mv * 1000.0 / resolution_uv))
+        for row, samples_mv in enumerate(record.signal_mv)
+    }
     return splice_waveforms(message.to_er7(), payloads).encode("ascii")
 
 
-def _add_obx(order: Group, value_type: str, identifier: str, sub_id: str, value: str) -> None:
-    observation = order.add_group("ORU_R01_OBSERVATION")
-    observation.obx.obx_1 = str(len(order.children) - 1)
-    observation.obx.obx_2 = value_type
-    observation.obx.obx_3 = identifier
-    observation.obx.obx_4 = sub_id
+def _add_obx(order: Group, value_type: str, identifier: str, sub_id: str, *, value: str = "", units: str = "") -> None:
+    """One OBX; NA values are left empty here and spliced in as text afterwards."""
+    obx = order.add_group("ORU_R01_OBSERVATION").obx
+    obx.obx_1 = str(len(order.children) - 1)
+    obx.obx_2 = value_type
+    obx.obx_3 = identifier
+    obx.obx_4 = sub_id
     if value:
-        observation.obx.obx_5 = value
-    observation.obx.obx_11 = "F"
+        obx.obx_5 = value
+    if units:
+        obx.obx_6 = units
+    obx.obx_11 = "F"
 
 
 def _nm(value: float) -> str:

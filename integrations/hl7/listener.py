@@ -28,6 +28,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from integrations.errors import IntegrationError
 from integrations.hl7.ack import build_ack
 from integrations.hl7.ecg_oru import scan_ecg_oru
 from integrations.hl7.errors import (
@@ -194,8 +195,13 @@ class MllpListener:
         return build_ack(header, sender=self._config.identity)
 
     async def _quarantine(self, origin: str, reason: str, raw: bytes, control_id: str | None) -> None:
+        """Record a frame we could not take; a store failure here is logged, the peer has its answer anyway."""
         entry = _quarantine_entry(origin, reason, raw, control_id)
-        await asyncio.to_thread(self._store.add_quarantine, entry)
+        try:
+            await asyncio.to_thread(self._store.add_quarantine, entry)
+        except IntegrationError:
+            logger.exception("could not quarantine a frame from %s (%s)", origin, reason)
+            return
         logger.warning("quarantined from %s: %s", origin, reason)
 
 
