@@ -209,9 +209,14 @@ def _content_sha256(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())
-        with path.open("rb") as stream:
-            while chunk := stream.read(_HASH_CHUNK_BYTES):
-                digest.update(chunk)
+        try:
+            with path.open("rb") as stream:
+                while chunk := stream.read(_HASH_CHUNK_BYTES):
+                    digest.update(chunk)
+        except FileNotFoundError as exc:
+            raise _NotReady(f"{path.name} disappeared while scanning") from exc
+        except OSError as exc:
+            raise _Unusable(f"cannot read {path.name}: {exc.strerror or exc}") from exc
     return digest.hexdigest()
 
 
