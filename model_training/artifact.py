@@ -133,6 +133,7 @@ class InputContract:
     window_s: float
     window_samples: int
     clip_mv: float
+    min_duration_s: float  # one window; written out for readers that do not derive it
     units: str = "mV"
     dtype: str = "float32"
     layout: str = "batch, leads, samples"
@@ -141,10 +142,6 @@ class InputContract:
     def min_samples(self) -> int:
         """The shortest input: one window."""
         return self.window_samples
-
-    @property
-    def min_duration_s(self) -> float:
-        return self.window_samples / self.fs_hz
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ EXTRA_FORMATS: tuple[str, ...] = ("pt2", "onnx")
 MAX_BATCH = 4096
 MAX_WINDOWS = 4096
 PT2_MIN_WINDOWS = 2
+ARTIFACT_FILE_MODE = 0o644
 OUTPUT_NAMES: tuple[str, ...] = ("dx_prob", "lab_prob", "embedding")
 
 
@@ -197,7 +198,8 @@ def _lab_target_labels(targets: Sequence[LabTarget], thresholds: OperatingThresh
 def _input_contract(preprocess: PreprocessConfig) -> InputContract:
     return InputContract(
         leads=tuple(preprocess.lead_order), fs_hz=float(preprocess.fs_hz), window_s=float(preprocess.window_s),
-        window_samples=preprocess.window_samples, clip_mv=float(preprocess.clip_mv), units=preprocess.units,
+        window_samples=preprocess.window_samples, clip_mv=float(preprocess.clip_mv),
+        min_duration_s=preprocess.window_samples / float(preprocess.fs_hz), units=preprocess.units,
     )  # fmt: skip
 
 
@@ -248,6 +250,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as tmp:
+            os.fchmod(tmp.fileno(), ARTIFACT_FILE_MODE)  # mkstemp makes 0600; the agent may run as another user
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())

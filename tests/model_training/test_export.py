@@ -55,6 +55,7 @@ def exported(tmp_path_factory):
 def test_export_writes_model_and_manifest_and_nothing_else(exported):
     assert exported.name == "model"
     assert sorted(p.name for p in exported.iterdir()) == ["manifest.json", "model.ts"]  # no temporary files left
+    assert {p.stat().st_mode & 0o777 for p in exported.iterdir()} == {0o644}  # readable by the agent's user
 
 
 def test_manifest_sha256_is_that_of_model_ts(exported):
@@ -85,6 +86,7 @@ def test_manifest_carries_codes_thresholds_contract_and_provenance(exported):
     assert manifest.input.leads == PREPROCESS.lead_order
     assert (manifest.input.fs_hz, manifest.input.window_samples, manifest.input.units) == (100.0, 250, "mV")
     assert manifest.input.min_duration_s == 2.5
+    assert json.loads((exported / "manifest.json").read_text())["input"]["min_duration_s"] == 2.5
     assert manifest.explanations == {"I50": (LabAssociation("potassium_high", 2.5, 12),)}
     assert manifest.metrics["diagnosis.macro_auroc.ours.value"] == 0.80
     assert manifest.data_fingerprint == "f" * 64 and manifest.embedding_dim == 8
