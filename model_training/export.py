@@ -108,7 +108,7 @@ def export_artifact(
         diagnoses=_diagnosis_labels(dx_labels, thresholds),
         lab_targets=_lab_target_labels(lab_targets, thresholds),
         threshold_rule=thresholds.rule,
-        explanations={code: tuple(items) for code, items in (explanations or {}).items()},
+        explanations=_explanations(explanations or {}, dx_labels, lab_targets),
         input=_input_contract(preprocess),
         embedding_dim=int(eager_outputs[2].shape[-1]),
         metrics=metrics_summary(metrics),
@@ -116,19 +116,23 @@ def export_artifact(
         torch_version=torch.__version__,
     )
     _check_output_sizes(manifest, eager_outputs)
-    model_dir = out_dir / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
     scripted = script(scoring_module)
     _check_parity("TorchScript", eager_outputs, _run(scripted, example_input))
+    model_dir = out_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
     extra_files = _write_extra_formats(scoring_module, extra_formats, example_input, model_dir)
-    manifest = dataclasses.replace(manifest, extra_files=extra_files)
+    _write_model_and_manifest(model_dir, scripted, dataclasses.replace(manifest, extra_files=extra_files))
+    _check_parity("reloaded TorchScript", eager_outputs, _run(load_artifact(model_dir).module, example_input))
+    return model_dir
+
+
+def _write_model_and_manifest(model_dir: Path, scripted: torch.jit.ScriptModule, manifest: Manifest) -> None:
+    """model.ts first, then the manifest that signs it: a crash in between leaves a refused, not a wrong, artifact."""
     model_bytes = _torchscript_bytes(scripted, manifest)
     _write_atomic(model_dir / MODEL_FILE, model_bytes)
-    manifest = dataclasses.replace(manifest, model_sha256=sha256_hex(model_bytes))
-    _write_atomic(model_dir / MANIFEST_FILE, manifest.to_json().encode("utf-8"))
-    _check_parity("reloaded TorchScript", eager_outputs, _run(load_artifact(model_dir).module, example_input))
-    log.info("exported %s %s sha256=%s", model_name, model_version, manifest.model_sha256)
-    return model_dir
+    signed = dataclasses.replace(manifest, model_sha256=sha256_hex(model_bytes))
+    _write_atomic(model_dir / MANIFEST_FILE, signed.to_json().encode("utf-8"))
+    log.info("exported %s %s sha256=%s", manifest.model_name, manifest.model_version, signed.model_sha256)
 
 
 def script(scoring_module: EcgScoringModule) -> torch.jit.ScriptModule:
@@ -193,6 +197,18 @@ def _lab_target_labels(targets: Sequence[LabTarget], thresholds: OperatingThresh
             )
         )
     return tuple(labels)
+
+
+def _explanations(
+    explanations: Mapping[str, Sequence[LabAssociation]], dx_labels: Sequence[str], lab_targets: Sequence[LabTarget]
+) -> dict[str, tuple[LabAssociation, ...]]:
+    unknown_codes = set(explanations) - set(dx_labels)
+    unknown_targets = {a.lab_target for items in explanations.values() for a in items} - {t.name for t in lab_targets}
+    if unknown_codes or unknown_targets:
+        raise ExportError(
+            f"explanations name unknown diagnoses {sorted(unknown_codes)} or labs {sorted(unknown_targets)}"
+        )
+    return {code: tuple(items) for code, items in explanations.items()}
 
 
 def _input_contract(preprocess: PreprocessConfig) -> InputContract:
@@ -273,8 +289,10 @@ def _write_extra_formats(
     example = whole_windows(example_input, module.window_samples)
     exporters = {"pt2": (PT2_FILE, export_pt2_bytes), "onnx": (ONNX_FILE, export_onnx_bytes)}
     written = {}
-    for file_format in formats:
-        name, exporter = exporters[file_format]
+    for file_format, (name, exporter) in exporters.items():
+        if file_format not in formats:
+            (model_dir / name).unlink(missing_ok=True)  # a stale file from an earlier export would not match
+            continue
         data = exporter(module, example)
         _write_atomic(model_dir / name, data)
         written[name] = sha256_hex(data)

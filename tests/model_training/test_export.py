@@ -124,6 +124,7 @@ def test_re_export_replaces_the_artifact_in_place(tmp_path):
         ({"lab_targets": (LabTarget("potassium", "high", 5.1), LabTarget("unobtainium", "low", 1.0))}, "catalogue"),
         ({"preprocess": PreprocessConfig(window_s=5.0)}, "module windows are 250 samples"),
         ({"dx_labels": ("I50", "I48")}, "sizes"),
+        ({"explanations": {"I50": (LabAssociation("sodium_low", 2.0, 9),)}}, "unknown diagnoses"),
     ],
 )
 def test_inconsistent_exports_are_refused(tmp_path, overrides, message):
@@ -142,6 +143,12 @@ def test_torch_export_program_matches_eager(tmp_path):
         ecg = torch.randn(batch, 12, 250 * n_windows)
         for eager, exported in zip(module(ecg), program(ecg), strict=True):
             assert (eager - exported).abs().max().item() <= 1e-5
+
+
+def test_a_format_not_exported_again_is_removed_not_left_stale(tmp_path):
+    export_tiny(tmp_path, extra_formats=("pt2",))
+    model_dir = export_tiny(tmp_path)
+    assert not (model_dir / "model.pt2").exists() and load_artifact(model_dir).manifest.extra_files == {}
 
 
 def test_onnx_model_matches_eager_in_onnx_runtime(tmp_path):
