@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
 from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_message
 
@@ -20,8 +21,6 @@ from integrations.hl7.errors import AckError, Hl7MessageError
 from integrations.hl7.message import Hl7Party, MessageHeader, decode_text, escape_text, new_message, read_header
 
 ACCEPTED = "AA"
-ERROR = "AE"
-REJECTED = "AR"
 #: ERR-8 (TX) is limited to 250 characters in v2.5.1.
 _MAX_USER_MESSAGE_CHARS = 250
 _UNKNOWN_PARTY = Hl7Party(application="", facility="")
@@ -81,9 +80,13 @@ def parse_ack(raw: bytes, *, control_id: str) -> Ack:
         raise AckError(control_id, f"the answer is a {header.message_type!r} message, not an ACK")
     try:
         message = parse_message(decode_text(raw).strip(), validation_level=VALIDATION_LEVEL.TOLERANT)
-        msa = message.msa
-    except HL7apyException as exc:
+        return _read_ack(message)
+    except (HL7apyException, ValueError) as exc:  # hl7apy raises ValueError for a bad date or number
         raise AckError(control_id, f"the ACK does not parse: {exc}") from exc
+
+
+def _read_ack(message: Message) -> Ack:
+    msa = message.msa
     err = message.err if "ERR" in [child.name for child in message.children] else None
     return Ack(
         code=msa.msa_1.to_er7(),

@@ -267,7 +267,7 @@ def _parse_structure(text: str, control_id: str) -> list[Segment]:
     try:
         message = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
         message.validate()
-    except HL7apyException as exc:
+    except (HL7apyException, ValueError) as exc:  # hl7apy raises ValueError for a bad date, NM or SI value
         reason = f"invalid ORU^R01 structure: {exc}"
         raise Hl7StructureError(control_id, reason) from exc
     return _segments_in_order(message)

@@ -15,8 +15,6 @@ from hl7apy.core import Message
 
 from integrations.hl7.errors import ERR_REQUIRED_FIELD_MISSING, Hl7ParseError
 
-#: The encoding characters every message we write declares (MSH-1, MSH-2).
-ENCODING_CHARACTERS = "^~\\&"
 DEFAULT_VERSION = "2.5.1"
 
 

@@ -131,17 +131,37 @@ def test_the_scan_refuses_at_receipt(oru_bytes, edit, error, reason):
     assert reason in str(info.value)
 
 
-def test_what_only_the_full_decode_checks_passes_the_scan(oru_bytes):
+def _malformed_first_sample(raw: bytes) -> bytes:
+    before, lead_i, after = raw.partition(b"|1.1|")
+    return before + lead_i + b"1-2" + after[after.index(b"^") :]
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "reason"),
+    [
+        pytest.param(_malformed_first_sample, EcgWaveformError, "lead I NA values: malformed number", id="1-2"),
+        pytest.param(
+            lambda raw: raw.replace(b"|11524-6^EKG study^LN|", b"||", 1),
+            Hl7StructureError,
+            "invalid ORU^R01 structure",
+            id="no OBR-4",
+        ),
+        pytest.param(
+            lambda raw: raw.replace(b"|20260102030405+0000", b"|20261302030405+0000", 1),
+            Hl7StructureError,
+            "not an HL7 valid date",
+            id="month 13 in OBR-7",
+        ),
+    ],
+)
+def test_what_only_the_full_decode_checks_passes_the_scan(oru_bytes, edit, error, reason):
     """Number syntax of each sample and hl7apy's structure checks are decode-time (too slow for the ACK path)."""
-    before, lead_i, after = oru_bytes("MSG-1").partition(b"|1.1|")
-    malformed_number = before + lead_i + b"1-2" + after[after.index(b"^") :]  # its first sample
-    no_obr_4 = oru_bytes("MSG-2").replace(b"|11524-6^EKG study^LN|", b"||", 1)
-    for raw in (malformed_number, no_obr_4):
-        scan_ecg_oru(raw)
-    with pytest.raises(EcgWaveformError, match=r"'MSG-1'.*lead I NA values: malformed number"):
-        decode_ecg_oru(malformed_number)
-    with pytest.raises(Hl7StructureError, match=r"'MSG-2'.*invalid ORU\^R01 structure"):
-        decode_ecg_oru(no_obr_4)
+    raw = edit(oru_bytes("MSG-1"))
+    scan_ecg_oru(raw)
+    with pytest.raises(error) as info:
+        decode_ecg_oru(raw)
+    assert "'MSG-1'" in str(info.value)
+    assert reason in str(info.value)
 
 
 def test_a_real_size_ecg_scans_and_decodes(oru_bytes):
