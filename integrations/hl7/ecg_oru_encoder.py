@@ -68,7 +68,7 @@ def encode_ecg_oru(
         first_lead_position + row: encode_numeric_array(np.round(samples_mv * 1000.0 / resolution_uv))
         for row, samples_mv in enumerate(record.signal_mv)
     }
-    return splice_waveforms(message.to_er7(), payloads).encode("ascii")
+    return splice_waveforms(message.to_er7(), payloads).encode("utf-8")
 
 
 def _add_obx(order: Group, value_type: str, identifier: str, sub_id: str, *, value: str = "", units: str = "") -> None:
