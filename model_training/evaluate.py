@@ -95,8 +95,8 @@ class Estimate:
     @classmethod
     def from_replicates(cls, value: float, replicates: np.ndarray) -> Estimate:
         finite = replicates[np.isfinite(replicates)]
-        if finite.size == 0:
-            return cls(value, math.nan, math.nan)
+        if finite.size == 0 or not np.isfinite(value):  # no interval around an undefined estimate
+            return cls(float(value), math.nan, math.nan)
         tail_pct = 100.0 * (1.0 - CI_LEVEL) / 2.0
         low, high = np.percentile(finite, [tail_pct, 100.0 - tail_pct])
         return cls(float(value), float(low), float(high))

@@ -200,3 +200,10 @@ def test_predictions_with_mismatched_shapes_are_refused():
     wrong = predictions.models | {"ours": ModelScores(scores.dx_prob_val, scores.dx_prob_test[:, :2])}
     with pytest.raises(ValueError, match=r"ours\.dx_prob_test"):
         dataclasses.replace(predictions, models=wrong)
+
+
+def test_gap_closed_is_null_with_no_interval_when_multimodal_gains_nothing(tmp_path):
+    predictions = make_predictions(n_dx=3, n_lab=2)
+    predictions.models["multimodal"] = predictions.models["ecg_only"]
+    gap = evaluate_run(predictions, tmp_path, n_bootstrap=50)["diagnosis"]["gap_closed"]
+    assert gap == {"value": None, "ci_low": None, "ci_high": None, "replicates_dropped": 50}
