@@ -143,6 +143,11 @@ class MllpListener:
                 await writer.drain()
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
             logger.info("MLLP connection %s ended: %s", origin, exc)
+        except asyncio.CancelledError:
+            # stop() ends open connections this way. Returning instead of re-raising keeps asyncio's stream
+            # callback (3.11) from logging the cancellation as an error. A message being stored meanwhile
+            # gets no ACK: the sender resends it, and the dedupe answers AA.
+            logger.info("MLLP connection %s closed by shutdown", origin)
         finally:
             self._connections.discard(task)
             writer.close()
