@@ -125,9 +125,11 @@ def scan_ecg_oru(raw: bytes) -> EcgLayout:
     lengths = {lead.name: count_components(lead.payload, elided.separators.component) for lead in payloads}
     if len(set(lengths.values())) > 1:
         raise EcgWaveformError(header.control_id, f"leads of different lengths {lengths} samples")
-    return EcgLayout(
-        header=header, fs_hz=rates_hz[leads[0][0]], n_samples=lengths[leads[0][0]], leads=payloads, elided=elided
-    )
+    n_samples = lengths[payloads[0].name]
+    if n_samples == 0:
+        raise EcgWaveformError(header.control_id, "the leads have no samples")
+    fs_hz = rates_hz[payloads[0].name]
+    return EcgLayout(header=header, fs_hz=fs_hz, n_samples=n_samples, leads=payloads, elided=elided)
 
 
 def decode_ecg_oru(raw: bytes) -> EcgRecord:

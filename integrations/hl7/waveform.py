@@ -6,7 +6,7 @@ message (:func:`elide_waveforms`), let hl7apy parse and validate the small remai
 turn the cut-out payloads into numpy arrays here (:func:`decode_numeric_array`). The
 encoder does the reverse (:func:`splice_waveforms`).
 
-Segments are addressed by their position in the message (0 = MSH), which hl7apy keeps.
+Segments are addressed by their position in the message (0 = MSH; blank lines dropped).
 """
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ def split_segments(text: str) -> list[str]:
 
 
 def read_separators(first_segment: str) -> Separators:
-    """Field and component separators from an MSH segment (``MSH|^~\\&|...``)."""
+    """Field, component and repetition separators from an MSH segment (``MSH|^~\\&|...``)."""
     return Separators(field=first_segment[3], component=first_segment[4], repetition=first_segment[5])
 
 
 def elide_waveforms(text: str) -> ElidedMessage:
-    """Cut OBX-5 out of every NA OBX; the rest of the message is left byte-for-byte."""
+    """Cut OBX-5 out of every NA OBX; the other segments are left as they are, joined by ``\\r``."""
     segments = split_segments(text)
     separators = read_separators(segments[0])
     payloads: dict[int, str] = {}
@@ -115,6 +115,8 @@ def decode_numeric_array(payload: str, component_separator: str = "^") -> np.nda
     Raises ``ValueError`` for characters NM does not allow and for malformed numbers (``1-2``).
     """
     check_numeric_characters(payload, component_separator)
+    if not payload:
+        return np.empty(0)
     components = payload.split(component_separator)
     try:
         if "." not in payload and "" not in components:

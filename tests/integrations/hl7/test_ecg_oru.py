@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 import pytest
@@ -114,6 +115,12 @@ def test_attributes_may_hang_under_each_lead_with_units_on_the_lead():
             EcgWaveformError,
             "sample rate unit 'ms' is not Hz",
             id="rate not in Hz",
+        ),
+        pytest.param(
+            lambda raw: re.sub(rb"(\|NA\|[^|]*\|[^|]*\|)[^|\r]*", rb"\1", raw),  # every NA OBX-5 emptied
+            EcgWaveformError,
+            "the leads have no samples",
+            id="empty leads",
         ),
         pytest.param(
             lambda raw: raw.replace(b"MDC_ECG_ELEC_POTL_III^MDC|1.3", b"MDC_ECG_ELEC_POTL_II^MDC|1.3").replace(

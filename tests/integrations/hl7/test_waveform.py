@@ -35,7 +35,7 @@ def test_line_feeds_between_segments_are_tolerated():
         pytest.param("1^-2^+3", [1.0, -2.0, 3.0], id="whole counts"),
         pytest.param("0.5^-.25^3.", [0.5, -0.25, 3.0], id="decimals"),
         pytest.param("1^^3^", [1.0, np.nan, 3.0, np.nan], id="empty components are missing samples"),
-        pytest.param("", [np.nan], id="an empty value is one missing sample"),
+        pytest.param("", [], id="an empty value has no samples"),
     ],
 )
 def test_decode_numeric_array(payload, samples):
