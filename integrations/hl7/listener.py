@@ -113,12 +113,6 @@ class MllpListener:
     def is_serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
-    async def serve_forever(self) -> None:
-        if self._server is None:
-            await self.start()
-        assert self._server is not None
-        await self._server.serve_forever()
-
     async def stop(self) -> None:
         """Stop accepting, end open connections, and wait for them to finish."""
         if self._server is None:
