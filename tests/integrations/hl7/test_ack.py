@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hl7
 import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 
 from integrations.hl7 import AckError, EcgWaveformError, Hl7Party, build_ack, check_ack, parse_ack, read_header
 
@@ -48,3 +50,11 @@ def test_parse_and_check_an_accepting_ack():
 def test_an_answer_that_is_not_an_ack_is_an_ack_error(raw, reason):
     with pytest.raises(AckError, match=reason):
         parse_ack(raw, control_id="MSG-7")
+
+
+def test_our_acks_pass_hl7apy_strict_validation():
+    for ack in (
+        build_ack(read_header(ORIGINAL), sender=US),
+        build_ack(read_header(ORIGINAL), sender=US, error=EcgWaveformError("MSG-7", "bad")),
+    ):
+        assert parse_message(ack.decode(), validation_level=VALIDATION_LEVEL.STRICT).validate()
