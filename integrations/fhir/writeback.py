@@ -1,10 +1,13 @@
 """Write model results back as R4 Observations (domain.md §5), idempotently.
 
 For one scored ECG: a Device for the model version, one Observation per diagnosis and one per
-predicted lab abnormality, all in one transaction Bundle. Every entry is a conditional create
+predicted lab abnormality, sent as transaction Bundles. Every entry is a conditional create
 (``request.ifNoneExist`` on a deterministic identifier: ECG id / model version / target), so a retry
 or a second run finds the resources already there and creates nothing. Entries refer to each other
 by ``urn:uuid`` fullUrls, which the server rewrites to the stored ids (or to the existing matches).
+Servers cap the size of such transactions (Medplum: 8 entries), so a larger write-back goes as several
+transactions in dependency order; each is atomic, and the whole is idempotent, so a failure half-way
+is repaired by running it again.
 
 The explaining lab Observations are linked from a diagnosis with ``derivedFrom``, not ``hasMember``:
 in R4, ``hasMember`` makes the parent a grouping (a panel whose members are its content), while
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -34,6 +37,7 @@ from integrations.fhir.validation import validate_r4
 
 DEFAULT_FINDING_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:finding"
 DEFAULT_DEVICE_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:model-sha256"
+DEFAULT_MAX_TRANSACTION_ENTRIES = 8
 SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
@@ -98,8 +102,19 @@ class EcgReference:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriteBackConfig:
+    """Identifier systems, and the most entries one transaction may carry.
+
+    Medplum refuses a transaction of conditional creates with more than 8 entries ("requires strict
+    isolation"), other servers have their own caps; larger write-backs are split (see :func:`write_back`).
+    """
+
     finding_identifier_system: str = DEFAULT_FINDING_IDENTIFIER_SYSTEM
     device_identifier_system: str = DEFAULT_DEVICE_IDENTIFIER_SYSTEM
+    max_transaction_entries: int = DEFAULT_MAX_TRANSACTION_ENTRIES
+
+    def __post_init__(self) -> None:
+        if self.max_transaction_entries < 1:
+            raise ValueError(f"max_transaction_entries must be positive, got {self.max_transaction_entries}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +166,24 @@ def write_back(
     *,
     config: WriteBackConfig | None = None,
 ) -> WriteBackResult:
-    """Send one ECG's findings as one transaction; safe to repeat (conditional creates)."""
-    builder = _build(ecg, model, findings, config or WriteBackConfig())
-    response = client.transaction(_transaction(builder.entries))
-    return _read_response(builder.entries, response, client.config.base_url)
+    """Send one ECG's findings as transactions of at most ``max_transaction_entries``; safe to repeat.
+
+    Entries go in dependency order (Device, labs, diagnoses). A later transaction refers to what an
+    earlier one stored by its resolved ``Type/id``; within one, by ``urn:uuid``.
+    """
+    config = config or WriteBackConfig()
+    builder = _build(ecg, model, findings, config)
+    resolved: dict[str, str] = {}
+    stored: list[tuple[str, bool]] = []
+    for start in range(0, len(builder.entries), config.max_transaction_entries):
+        chunk = [_resolve(entry, resolved) for entry in builder.entries[start : start + config.max_transaction_entries]]
+        response = client.transaction(_transaction(chunk))
+        answers = _read_response(chunk, response, client.config.base_url)
+        resolved |= {
+            e.full_url: f"{e.resource['resourceType']}/{id_}" for e, (id_, _) in zip(chunk, answers, strict=True)
+        }
+        stored += answers
+    return _result(builder.entries, stored)
 
 
 def _build(ecg: EcgReference, model: ModelInfo, findings: Sequence[Finding], config: WriteBackConfig) -> _BundleBuilder:
@@ -252,15 +281,36 @@ def _transaction(entries: list[_Entry]) -> Json:
     return bundle
 
 
-def _read_response(entries: list[_Entry], response: Json, base_url: str) -> WriteBackResult:
+def _resolve(entry: _Entry, resolved: dict[str, str]) -> _Entry:
+    """``entry`` with urn:uuid references to resources stored by an earlier transaction replaced by ``Type/id``."""
+    if entry.resource["resourceType"] != "Observation":
+        return entry
+    resource = dict(entry.resource)
+    resource["device"] = _resolved_reference(resource["device"], resolved)
+    resource["derivedFrom"] = [_resolved_reference(reference, resolved) for reference in resource["derivedFrom"]]
+    return replace(entry, resource=resource)
+
+
+def _resolved_reference(reference: Json, resolved: dict[str, str]) -> Json:
+    return {"reference": resolved.get(reference["reference"], reference["reference"])}
+
+
+def _read_response(entries: list[_Entry], response: Json, base_url: str) -> list[tuple[str, bool]]:
+    """(stored id, created by this call) for each entry sent."""
     answers = response.get("entry") or []
     if len(answers) != len(entries):
         raise FhirProtocolError(base_url, f"transaction answered {len(answers)} entries for {len(entries)} sent")
-    ids = [_stored_id(base_url, entry, answer) for entry, answer in zip(entries, answers, strict=True)]
-    created = sum(str((answer.get("response") or {}).get("status", "")).startswith("201") for answer in answers)
+    return [
+        (_stored_id(base_url, entry, answer), str((answer.get("response") or {}).get("status", "")).startswith("201"))
+        for entry, answer in zip(entries, answers, strict=True)
+    ]
+
+
+def _result(entries: list[_Entry], stored: list[tuple[str, bool]]) -> WriteBackResult:
+    created = sum(was_created for _, was_created in stored)
     return WriteBackResult(
-        device_id=ids[0],
-        observation_ids={entry.target: id_ for entry, id_ in zip(entries, ids, strict=True) if entry.target},
+        device_id=stored[0][0],
+        observation_ids={entry.target: id_ for entry, (id_, _) in zip(entries, stored, strict=True) if entry.target},
         created=created,
         already_present=len(entries) - created,
     )

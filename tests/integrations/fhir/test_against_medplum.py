@@ -171,3 +171,35 @@ def test_the_server_refuses_an_invalid_resource_with_its_reason(fhir_client):
 
     assert caught.value.status == 400
     assert "Observation.code" in caught.value.outcome_text
+
+
+def many_findings(n_labs: int) -> list[Finding]:
+    labs = [
+        Finding(target=f"lab{i}_high", kind="lab", code=f"{1000 + i}-0", system="http://loinc.org", display=f"Lab {i}",
+                probability=0.6, positive=True, lab_direction="high")
+        for i in range(n_labs)
+    ]  # fmt: skip
+    diagnosis = Finding(target="I50", kind="diagnosis", code="I50", system="http://hl7.org/fhir/sid/icd-10-cm",
+                        display="Heart failure", probability=0.7, positive=True,
+                        explained_by=("lab0_high", f"lab{n_labs - 1}_high"))  # fmt: skip
+    return [*labs, diagnosis]
+
+
+def test_a_write_back_larger_than_one_transaction_links_across_transactions_and_stays_idempotent(
+    fhir_client, seed_ecgs
+):
+    ecg = scored_ecg(fhir_client, seed_ecgs)
+    findings = many_findings(12)  # Device + 13 Observations: two of Medplum's 8-entry transactions
+    model = ModelInfo(name="ecg-clinical-knowledge", version="3.0.0", sha256="ef" * 32)  # a Device no test made yet
+
+    first = write_back(fhir_client, ecg, model, findings)
+    again = write_back(fhir_client, ecg, model, findings)
+
+    assert (first.created, again.created, again.already_present) == (14, 0, 14)
+    diagnosis = fhir_client.read("Observation", first.observation_ids["I50"])
+    assert [ref["reference"] for ref in diagnosis["derivedFrom"]] == [
+        f"Observation/{ecg.observation_id}",
+        f"Observation/{first.observation_ids['lab0_high']}",
+        f"Observation/{first.observation_ids['lab11_high']}",
+    ]
+    assert diagnosis["device"]["reference"] == f"Device/{first.device_id}"
