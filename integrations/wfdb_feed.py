@@ -15,6 +15,11 @@ A watermark (the store's, per ``source``) remembers up to which change time the 
 has been examined, so a nightly scan re-reads only what changed since the last one.
 It uses the inode change time as well as the modification time, because copies that
 keep the original mtime (``cp -p``, ``rsync -a``) still get a fresh ctime.
+
+The watermark moves when the caller has consumed the whole scan, which a caller that
+takes items in batches does *before* it has committed the last batch. So each scan
+first looks again, whatever the watermark, at the records whose studies are still
+``new``: handed out by an earlier scan, never scored (or failed) because that run died.
 """
 
 from __future__ import annotations
@@ -102,23 +107,43 @@ def scan(
     device_timezone: tzinfo = UTC,
     now_s: Callable[[], float] = time.time,
 ) -> Iterator[FeedItem]:
-    """Yield every record under ``folder`` that is new since the last scan of ``source``, in path order.
+    """Yield every record under ``folder`` that is new since the last scan of ``source``.
 
-    ``device_timezone`` is the zone of the acquisition times in the headers (WFDB keeps
-    none). Store errors propagate: the scan stops and its watermark stays where it was,
-    so an interrupted scan is simply repeated. The watermark advances only once the
-    caller has consumed every item.
+    First the records an earlier scan handed out that are still unscored (its run
+    died), then the others in path order. ``device_timezone`` is the zone of the
+    acquisition times in the headers (WFDB keeps none). Store errors propagate: the
+    scan stops and its watermark stays where it was, so an interrupted scan is simply
+    repeated. The watermark advances only once the caller has consumed every item.
     """
-    scan_started_s = now_s()
+    settled_before_s = now_s() - settle_s
     watermark_key = f"wfdb-feed:{source}"
     cutoff_s = _watermark_s(store, watermark_key)
-    for header_path in sorted(folder.rglob("*.hea")):
-        item = _examine(
-            _Record(folder, header_path, source), store, cutoff_s, scan_started_s - settle_s, device_timezone
-        )
-        if item is not None:
+    unscored = _unscored_record_ids(folder, store, source)
+    examined_first = set(unscored)
+    for record_id in unscored:
+        # Ignore the watermark: it may have moved past these before their run committed them.
+        candidate = _Record(folder, folder / f"{record_id}.hea", source)
+        if (item := _examine(candidate, store, float("-inf"), settled_before_s, device_timezone)) is not None:
             yield item
-    store.advance_watermark(watermark_key, datetime.fromtimestamp(scan_started_s - settle_s, UTC).isoformat())
+    for header_path in sorted(folder.rglob("*.hea")):
+        candidate = _Record(folder, header_path, source)
+        if candidate.record_id in examined_first:
+            continue
+        if (item := _examine(candidate, store, cutoff_s, settled_before_s, device_timezone)) is not None:
+            yield item
+    store.advance_watermark(watermark_key, datetime.fromtimestamp(settled_before_s, UTC).isoformat())
+
+
+def _unscored_record_ids(folder: Path, store: Store, source: str) -> list[str]:
+    """Ids of the records with a study of ``source`` still ``new`` and a header still there, in path order."""
+    record_ids: set[str] = set()  # a record may have several unscored versions
+    after_id = 0
+    while page := store.list_studies(source=source, status=StudyStatus.NEW, after_id=after_id):
+        after_id = page[-1].id
+        record_ids.update(s.study.source_id for s in page if (folder / f"{s.study.source_id}.hea").is_file())
+    if record_ids:
+        logger.info("WFDB feed %s: %d records handed out before are still unscored", source, len(record_ids))
+    return sorted(record_ids)
 
 
 def _watermark_s(store: Store, key: str) -> float:

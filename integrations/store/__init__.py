@@ -1,4 +1,4 @@
-"""The SQL store: HL7 inbox, ECG studies, predictions, runs, quarantine, watermarks, outbox, model registry.
+"""The SQL store: HL7 inbox, ECG studies, predictions, runs and the run lock, quarantine, watermarks, outbox, models.
 
 SQLite is the embedded default and PostgreSQL 15 the production database; the same
 :class:`Store` API and the same tests run on both. The schema is versioned with the
@@ -26,6 +26,7 @@ from integrations.store.records import (
     QuarantineEntry,
     QuarantineState,
     Run,
+    RunLock,
     RunStatus,
     StoredInboxMessage,
     StoredOutboxMessage,
@@ -36,6 +37,7 @@ from integrations.store.records import (
     Watermark,
 )
 from integrations.store.repository import Store
+from integrations.store.run_lock import same_host_pid_alive
 
 __all__ = [
     "EcgStudy",
@@ -51,6 +53,7 @@ __all__ = [
     "QuarantineEntry",
     "QuarantineState",
     "Run",
+    "RunLock",
     "RunStatus",
     "Store",
     "StoreError",
@@ -65,4 +68,5 @@ __all__ = [
     "StudyStatus",
     "TargetKind",
     "Watermark",
+    "same_host_pid_alive",
 ]

@@ -154,6 +154,17 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class RunLock:
+    """What :meth:`Store.run_lock` got: the lock, or, when another process has it, who (``held_by``)."""
+
+    name: str
+    holder: str
+    acquired: bool
+    #: "<holder> since <ISO time>" when not acquired; None when acquired.
+    held_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Watermark:
     source: str
     value: str

@@ -20,10 +20,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
 
-from integrations.store import model_registry
+from integrations.store import model_registry, reports
 from integrations.store import schema as t
 from integrations.store.engine import create_store_engine
 from integrations.store.errors import (
+    StoreError,
     StoreMigrationError,
     StoreNotFoundError,
 )
@@ -41,6 +42,7 @@ from integrations.store.records import (
     QuarantineEntry,
     QuarantineState,
     Run,
+    RunLock,
     RunStatus,
     StoredInboxMessage,
     StoredOutboxMessage,
@@ -58,6 +60,7 @@ from integrations.store.rows import (
     run_from_row,
     study_from_row,
 )
+from integrations.store.run_lock import HolderAlive, hold_run_lock
 from integrations.store.sql import dialect_insert, insert_new, insert_new_rows, translate, translated, update_one
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -118,6 +121,23 @@ class Store:
         with self._begin("transaction") as connection:
             yield Store(self._engine, clock=self._clock, _connection=connection)
 
+    @contextmanager
+    def run_lock(
+        self, name: str, *, holder: str, lease_s: float, holder_alive: HolderAlive | None = None
+    ) -> Iterator[RunLock]:
+        """Try to take the lock ``name`` for ``holder`` ("host:pid") for the block; never waits.
+
+        ``lock.acquired`` says whether this process may run; if not, ``lock.held_by`` says
+        who does. PostgreSQL holds an advisory lock for the block; SQLite a lock row that
+        another process may take over once ``lease_s`` has passed, or at once when
+        ``holder_alive`` (e.g. :func:`~integrations.store.same_host_pid_alive`) says the
+        holder is gone. Released at the end of the block, whatever ends it.
+        """
+        if self._connection is not None:
+            raise StoreError(f"run lock {name}", "cannot be taken inside a unit of work: it commits on its own")
+        with hold_run_lock(self._engine, self._clock(), name, holder, lease_s, holder_alive) as lock:
+            yield lock
+
     # --- HL7 inbox ---------------------------------------------------------------------------------------------
 
     def add_inbox_message(self, message: InboxMessage) -> bool:
@@ -164,6 +184,10 @@ class Store:
         with self._begin(f"{InboxStatus(status).value} inbox messages") as connection:
             return [inbox_from_row(row) for row in connection.execute(query).mappings()]
 
+    def count_inbox(self, status: InboxStatus) -> int:
+        with self._begin(f"{InboxStatus(status).value} inbox messages") as connection:
+            return reports.count_where(connection, t.inbox_messages.c.status, InboxStatus(status).value)
+
     def set_inbox_status(self, inbox_id: int, status: InboxStatus, *, error: str | None = None) -> None:
         table = t.inbox_messages
         values = {"status": InboxStatus(status).value, "error": error, "updated_at": self._clock()}
@@ -208,6 +232,11 @@ class Store:
             query = query.where(table.c.raw_ref == raw_ref)
         with self._begin("quarantine list") as connection:
             return [quarantine_from_row(row) for row in connection.execute(query).mappings()]
+
+    def count_quarantine(self, *, state: QuarantineState = QuarantineState.OPEN) -> dict[str, int]:
+        """How many entries in ``state`` there are of each kind; kinds with none are left out."""
+        with self._begin(f"{QuarantineState(state).value} quarantine entries") as connection:
+            return reports.quarantine_by_kind(connection, QuarantineState(state).value)
 
     def mark_quarantine_retried(self, quarantine_id: int) -> None:
         """The entry was fed back in; counts the retry."""
@@ -259,6 +288,24 @@ class Store:
         if row is None:
             raise StoreNotFoundError(f"ECG study {study_id}", "no such study")
         return study_from_row(row)
+
+    def list_studies(
+        self,
+        *,
+        source: str | None = None,
+        status: StudyStatus | None = None,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[StoredStudy]:
+        """Studies in id order, optionally of one source and status; page with ``after_id`` = the last id seen."""
+        table = t.ecg_studies
+        query = sa.select(table).where(table.c.id > after_id).order_by(table.c.id).limit(limit)
+        if source is not None:
+            query = query.where(table.c.source == source)
+        if status is not None:
+            query = query.where(table.c.status == StudyStatus(status).value)
+        with self._begin(f"ECG studies of source {source or 'any'}, status {status or 'any'}") as connection:
+            return [study_from_row(row) for row in connection.execute(query).mappings()]
 
     def has_study(self, source: str, source_id: str) -> bool:
         """Whether any version of ``source_id`` is stored."""
@@ -333,6 +380,11 @@ class Store:
                 for r in connection.execute(query).mappings()
             ]
 
+    def prediction_pairs(self, active_version: str, shadow_version: str) -> list[tuple[Prediction, Prediction]]:
+        """(active, shadow) predictions of the same (study, target_kind, code), by study: the shadow report's input."""
+        with self._begin(f"predictions of models {active_version} and {shadow_version}") as connection:
+            return reports.prediction_pairs(connection, active_version, shadow_version)
+
     # --- runs --------------------------------------------------------------------------------------------------
 
     def start_run(self, model_versions: Sequence[str]) -> Run:
@@ -364,6 +416,11 @@ class Store:
     def get_run(self, run_id: int) -> Run:
         with self._begin(f"run {run_id}") as connection:
             return _select_run(connection, run_id)
+
+    def list_runs(self, *, limit: int = 10) -> list[Run]:
+        """The last ``limit`` runs, newest first."""
+        with self._begin("recent runs") as connection:
+            return reports.recent_runs(connection, limit)
 
     # --- watermarks --------------------------------------------------------------------------------------------
 
@@ -458,6 +515,27 @@ class Store:
             }
             update_one(connection, table, outbox_id, values, name)
             return outbox_from_row(connection.execute(sa.select(table).where(table.c.id == outbox_id)).mappings().one())
+
+    def release_outbox_leases(self, *, destination: str | None = None) -> int:
+        """Free every pending message's lease at once; returns how many were leased.
+
+        Only safe when no sender is alive: the agent calls it under the run lock, when any
+        lease left belongs to a run that died, so its messages need not wait out the lease.
+        """
+        table = t.outbox
+        release = (
+            sa.update(table)
+            .where(table.c.status == OutboxStatus.PENDING.value, table.c.lease_until.is_not(None))
+            .values(lease_until=None, updated_at=self._clock())
+        )
+        if destination is not None:
+            release = release.where(table.c.destination == destination)
+        with self._begin(f"outbox leases of destination {destination or 'any'}") as connection:
+            return connection.execute(release).rowcount
+
+    def count_outbox(self, status: OutboxStatus) -> int:
+        with self._begin(f"{OutboxStatus(status).value} outbox messages") as connection:
+            return reports.count_where(connection, t.outbox.c.status, OutboxStatus(status).value)
 
     def get_outbox_message(self, idempotency_key: str) -> StoredOutboxMessage | None:
         query = sa.select(t.outbox).where(t.outbox.c.idempotency_key == idempotency_key)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import sqlalchemy as sa
 
 from integrations.store.records import (
@@ -59,7 +62,7 @@ def study_from_row(row: sa.RowMapping) -> StoredStudy:
     return StoredStudy(row["id"], study, status, row["error"], row["created_at"], row["updated_at"])
 
 
-def prediction_from_row(row: sa.RowMapping) -> Prediction:
+def prediction_from_row(row: Mapping[str, Any]) -> Prediction:
     return Prediction(
         study_id=row["study_id"],
         model_version=row["model_version"],

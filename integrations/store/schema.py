@@ -78,6 +78,8 @@ ecg_studies = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("source", "source_id", "source_version", name="uq_ecg_studies_source_key"),
+    # A feed lists its studies still ``new`` (left by an interrupted run) at the start of every scan.
+    sa.Index("ix_ecg_studies_source_status_id", "source", "status", "id"),
     _one_of("status", STUDY_STATUSES),
 )
 
@@ -216,4 +218,15 @@ model_audit = sa.Table(
     sa.Column("from_state", sa.String(16)),
     sa.Column("to_state", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+)
+
+run_locks = sa.Table(
+    "run_locks",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    # "host:pid" of the process holding the lock.
+    sa.Column("holder", sa.String(256), nullable=False),
+    sa.Column("acquired_at", UtcDateTime, nullable=False),
+    # SQLite: past this time the row no longer locks anything. PostgreSQL: informational (the advisory lock rules).
+    sa.Column("lease_until", UtcDateTime, nullable=False),
 )

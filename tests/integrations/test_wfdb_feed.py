@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -96,9 +97,19 @@ def test_records_are_found_in_subfolders_and_handed_out_in_path_order(folder, st
     assert [item.record.record_id for item in _scan(folder, store, clock)] == ["a/deeper/1", "b/2", "c"]
 
 
-def test_a_second_scan_of_an_unchanged_folder_hands_out_nothing(folder, store, clock):
+def _mark_scored(store: Store, items: list[NewRecord | RejectedRecord]) -> None:
+    """What the agent does once a batch's results are committed."""
+    for item in items:
+        store.set_study_status(item.study_id, StudyStatus.SCORED)
+
+
+def _record_ids(items: list[NewRecord | RejectedRecord]) -> list[str]:
+    return [item.record.record_id for item in items]
+
+
+def test_a_second_scan_of_an_unchanged_folder_hands_out_nothing_once_the_first_was_scored(folder, store, clock):
     _write(folder, "r1", clock)
-    assert len(_scan(folder, store, clock)) == 1
+    _mark_scored(store, _scan(folder, store, clock))
     clock.advance(3600)
     assert _scan(folder, store, clock) == []
 
@@ -129,6 +140,50 @@ def test_records_handed_out_but_not_scored_are_handed_out_again_after_an_interru
     next(interrupted)  # the agent died while scoring r1
     interrupted.close()
     assert [item.record.record_id for item in _scan(folder, store, clock)] == ["r1", "r2"]
+
+
+def test_records_handed_out_but_never_scored_are_handed_out_again_though_the_watermark_passed_them(
+    folder, store, clock
+):
+    _write(folder, "r1", clock)
+    _write(folder, "r2", clock)
+    first = _scan(folder, store, clock)  # consumed to the end: the watermark moves past r1 and r2
+    assert store.get_watermark("wfdb-feed:wfdb") is not None
+    clock.advance(3600)  # ... and the run died before committing their results
+    again = _scan(folder, store, clock)
+    assert _record_ids(again) == ["r1", "r2"]
+    assert [item.study_id for item in again] == [item.study_id for item in first]
+    _mark_scored(store, again)
+    clock.advance(3600)
+    assert _scan(folder, store, clock) == []
+
+
+def test_a_consumer_that_dies_after_taking_the_last_batch_gets_that_batch_again(folder, store, clock):
+    for name in ("r1", "r2", "r3"):
+        _write(folder, name, clock)
+    items = scan(folder, store, settle_s=SETTLE_S, now_s=clock)
+    _mark_scored(store, list(islice(items, 2)))  # first batch committed
+    assert _record_ids(list(islice(items, 2))) == ["r3"]  # the scan is exhausted, then the process dies
+    clock.advance(3600)
+    assert _record_ids(_scan(folder, store, clock)) == ["r3"]
+
+
+def test_an_unscored_record_is_handed_out_again_before_the_new_ones(folder, store, clock):
+    _write(folder, "b", clock)
+    _scan(folder, store, clock)
+    clock.advance(3600)
+    _write(folder, "a", clock)
+    assert _record_ids(_scan(folder, store, clock)) == ["b", "a"]
+
+
+def test_an_unscored_record_whose_files_are_gone_is_not_handed_out_again(folder, store, clock):
+    base = _write(folder, "r1", clock)
+    _scan(folder, store, clock)
+    for path in base.parent.glob("r1.*"):
+        path.unlink()
+    clock.advance(3600)
+    assert _scan(folder, store, clock) == []
+    assert store.list_quarantine() == []
 
 
 def test_a_record_that_changed_within_the_settle_time_is_left_for_a_later_scan(folder, store, clock):
@@ -202,7 +257,7 @@ def test_a_corrupt_record_met_again_after_an_interrupted_scan_is_quarantined_onc
 
 def test_an_examined_record_whose_data_file_is_later_deleted_is_not_rescanned(folder, store, clock, caplog):
     base = _write(folder, "r1", clock)
-    assert len(_scan(folder, store, clock)) == 1
+    _mark_scored(store, _scan(folder, store, clock))
     base.with_suffix(".dat").unlink()  # archived elsewhere
     clock.advance(3600)
     with caplog.at_level("INFO", logger="integrations.wfdb_feed"):

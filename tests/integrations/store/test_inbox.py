@@ -73,3 +73,11 @@ def test_messages_in_a_status_are_listed_in_arrival_order_one_page_at_a_time(sto
     next_page = store.list_inbox(InboxStatus.RECEIVED, after_id=first_page[-1].id, limit=2)
     assert [m.message.control_id for m in next_page] == ["MSG3", "MSG4"]
     assert [m.id for m in store.list_inbox(InboxStatus.PROCESSED)] == [done]
+
+
+def test_messages_are_counted_by_status(store):
+    for control_id in ("M1", "M2", "M3"):
+        store.add_inbox_message(_message(control_id))
+    store.set_inbox_status(store.get_inbox_message("CART", "WARD7", "M2").id, InboxStatus.FAILED, error="no OBX")
+    counts = {status: store.count_inbox(status) for status in InboxStatus}
+    assert counts == {InboxStatus.RECEIVED: 2, InboxStatus.PROCESSED: 0, InboxStatus.FAILED: 1}

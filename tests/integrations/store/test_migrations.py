@@ -70,3 +70,11 @@ def test_an_unreachable_postgresql_server_is_reported_as_unavailable():
     store = Store.from_url("postgresql+psycopg://postgres@127.0.0.1:1/nothing")
     with pytest.raises(StoreUnavailableError, match="watermark fhir"):
         store.get_watermark("fhir")
+
+
+def test_a_database_at_the_first_revision_is_upgraded_to_head_keeping_its_rows(empty_store):
+    empty_store.upgrade("0001")
+    empty_store.advance_watermark("wfdb-feed:wfdb", "2026-01-01T00:00:00+00:00")
+    empty_store.upgrade()
+    assert "run_locks" in sa.inspect(empty_store.engine).get_table_names()
+    assert empty_store.get_watermark("wfdb-feed:wfdb").value == "2026-01-01T00:00:00+00:00"

@@ -81,3 +81,33 @@ def test_concurrent_senders_never_claim_the_same_message(store_url, clock):
     for store in [seed, *senders]:
         store.dispose()
     assert sorted(claimed) == sorted(f"key-{number}" for number in range(40))
+
+
+def test_messages_are_counted_by_status(store):
+    for key in ("a", "b", "c"):
+        store.enqueue_outbox(_message(key))
+    [claimed] = store.claim_outbox(limit=1)
+    store.mark_outbox_sent(claimed.id)
+    counts = {status: store.count_outbox(status) for status in OutboxStatus}
+    assert counts == {OutboxStatus.PENDING: 2, OutboxStatus.SENT: 1, OutboxStatus.FAILED: 0}
+
+
+def test_releasing_the_leases_of_a_dead_run_makes_its_pending_messages_claimable_at_once(store, clock):
+    for key in ("a", "b"):
+        store.enqueue_outbox(_message(key))
+    store.enqueue_outbox(_message("c"))  # never claimed: nothing to release
+    store.claim_outbox(limit=2, lease_s=300)  # by a run that then died
+    assert store.release_outbox_leases() == 2
+    assert store.get_outbox_message("a").lease_until is None and store.get_outbox_message("a").updated_at == clock.now
+    assert [m.message.idempotency_key for m in store.claim_outbox()] == ["a", "b", "c"]
+
+
+def test_releasing_leases_leaves_sent_messages_and_other_destinations_alone(store):
+    store.enqueue_outbox(_message("to-fhir", destination="fhir"))
+    store.enqueue_outbox(_message("to-hl7", destination="hl7"))
+    store.enqueue_outbox(_message("sent", destination="hl7"))
+    leased = {m.message.idempotency_key: m for m in store.claim_outbox()}
+    store.mark_outbox_sent(leased["sent"].id)
+    assert store.release_outbox_leases(destination="hl7") == 1
+    assert store.get_outbox_message("to-hl7").lease_until is None
+    assert store.get_outbox_message("to-fhir").lease_until == leased["to-fhir"].lease_until

@@ -44,3 +44,12 @@ def test_entries_can_be_looked_up_by_their_raw_reference(store):
     store.add_quarantine(QuarantineEntry(kind="wfdb_record", origin="/in", reason="bad", raw_ref="/in/a"))
     wanted = store.add_quarantine(QuarantineEntry(kind="wfdb_record", origin="/in", reason="bad", raw_ref="/in/b"))
     assert [e.id for e in store.list_quarantine(raw_ref="/in/b")] == [wanted]
+
+
+def test_entries_are_counted_by_kind_in_one_state_open_by_default(store):
+    for kind in ("hl7_message", "wfdb_record", "hl7_message"):
+        store.add_quarantine(_entry(kind=kind))
+    store.mark_quarantine_resolved(store.add_quarantine(_entry(kind="ecg")))
+    assert store.count_quarantine() == {"hl7_message": 2, "wfdb_record": 1}
+    assert store.count_quarantine(state=QuarantineState.RESOLVED) == {"ecg": 1}
+    assert store.count_quarantine(state=QuarantineState.RETRIED) == {}

@@ -39,3 +39,12 @@ def test_advancing_a_watermark_replaces_its_value_and_time(store, clock):
     mark = store.get_watermark("fhir:Observation")
     assert (mark.value, mark.updated_at) == ("2026-01-02T00:00:00Z", clock.now)
     assert store.get_watermark("wfdb") is None
+
+
+def test_recent_runs_are_listed_newest_first_up_to_the_limit(store, clock):
+    ids = []
+    for _ in range(4):
+        ids.append(store.start_run(["m-1.0"]).id)
+        clock.advance(86_400)
+    assert [run.id for run in store.list_runs(limit=3)] == ids[::-1][:3]
+    assert [run.id for run in store.list_runs()] == ids[::-1]

@@ -116,3 +116,43 @@ def test_a_large_batch_of_predictions_is_inserted_in_chunks_and_counted_exactly(
     assert store.put_predictions(many[:700]) == 700
     assert store.put_predictions(many) == 500
     assert len(store.get_predictions(study_id)) == 1200
+
+
+def test_studies_are_listed_in_id_order_by_source_and_status(store):
+    fhir_new = store.upsert_study(_study("v1")).id
+    wfdb_new = store.upsert_study(EcgStudy("wfdb", "a/1", "h1", 500.0, LEADS)).id
+    wfdb_scored = store.upsert_study(EcgStudy("wfdb", "a/2", "h2", 500.0, LEADS)).id
+    store.set_study_status(wfdb_scored, StudyStatus.SCORED)
+    assert [s.id for s in store.list_studies()] == [fhir_new, wfdb_new, wfdb_scored]
+    assert [s.id for s in store.list_studies(source="wfdb")] == [wfdb_new, wfdb_scored]
+    assert [s.id for s in store.list_studies(status=StudyStatus.NEW)] == [fhir_new, wfdb_new]
+    [only] = store.list_studies(source="wfdb", status=StudyStatus.NEW)
+    assert only.id == wfdb_new and only.study == EcgStudy("wfdb", "a/1", "h1", 500.0, LEADS)
+
+
+def test_studies_are_listed_a_page_at_a_time_after_the_last_id_seen(store):
+    ids = [store.upsert_study(_study(f"v{n}")).id for n in range(5)]
+    first = store.list_studies(limit=2)
+    rest = store.list_studies(after_id=first[-1].id, limit=10)
+    assert [s.id for s in first + rest] == ids
+
+
+def test_prediction_pairs_match_the_active_and_shadow_output_for_the_same_study_and_target(store):
+    one = store.upsert_study(_study("v1")).id
+    two = store.upsert_study(_study("v2")).id
+    store.put_predictions(_predictions(one) + _predictions(two))
+    shadow = [
+        Prediction(two, "m-2.0", TargetKind.DIAGNOSIS, "I48", 0.4, False),
+        Prediction(one, "m-2.0", TargetKind.DIAGNOSIS, "I48", 0.8, True),
+        Prediction(one, "m-2.0", TargetKind.LAB, "I48", 0.3, False),  # same code, other kind: no pair
+        Prediction(one, "m-2.0", TargetKind.DIAGNOSIS, "I21", 0.1, False),  # the active model has no I21
+    ]
+    store.put_predictions(shadow)
+    store.put_predictions([Prediction(one, "m-3.0", TargetKind.DIAGNOSIS, "I48", 0.5, True)])
+    pairs = store.prediction_pairs("m-1.0", "m-2.0")
+    assert pairs == [(_predictions(one)[0], shadow[1]), (_predictions(two)[0], shadow[0])]
+
+
+def test_prediction_pairs_of_a_version_without_predictions_are_empty(store):
+    store.put_predictions(_predictions(store.upsert_study(_study()).id))
+    assert store.prediction_pairs("m-1.0", "m-9.9") == []
