@@ -29,7 +29,7 @@ from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.hl7 import MllpListener, MllpListenerConfig, decode_ecg_oru, encode_ecg_oru, scan_ecg_oru
 from integrations.hl7.mllp import END_BLOCK, frame
 from integrations.hl7.waveform import decode_numeric_array
-from integrations.store import Store
+from integrations.store import InboxStatus, Store
 
 LOOPBACK = "127.0.0.1"
 FS_HZ = 500.0
@@ -133,8 +133,7 @@ def run_ingest(n_messages: int, connections: int, template: bytes) -> dict[str, 
         listener_cpu_s = reports.get(timeout=60)
         listener.join(30)
         stored = Store.from_url(db_url)
-        with stored.engine.connect() as connection:
-            [[rows]] = connection.exec_driver_sql("SELECT count(*) FROM inbox_messages").fetchall()
+        rows = stored.count_inbox(InboxStatus.RECEIVED)
         stored.dispose()
     latencies_ms = sorted(latency * 1000 for latency in latencies)
     return {

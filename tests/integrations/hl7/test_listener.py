@@ -15,7 +15,7 @@ from hl7.mllp import open_hl7_connection
 
 from integrations.hl7 import MllpListener, MllpListenerConfig
 from integrations.hl7.mllp import END_BLOCK, START_BLOCK
-from integrations.store import QuarantineState, Store
+from integrations.store import InboxStatus, QuarantineState, Store
 
 LOOPBACK = "127.0.0.1"
 #: A small limit keeps the oversized-message row quick; the mechanism is the same at the 16 MiB default.
@@ -32,9 +32,7 @@ def msa(ack: hl7.Message) -> tuple[str, str]:
 
 
 def inbox_rows(store: Store) -> int:
-    with store.engine.connect() as connection:
-        [[rows]] = connection.exec_driver_sql("SELECT count(*) FROM inbox_messages").fetchall()
-    return int(rows)
+    return store.count_inbox(InboxStatus.RECEIVED)
 
 
 def test_a_message_is_committed_to_the_inbox_before_it_is_acked_aa(listener, send, oru_bytes, store):
