@@ -36,7 +36,7 @@ from integrations.fhir.client import FhirClient
 from integrations.fhir.config import FhirConfig, RetryPolicy, SmartBackendConfig
 from integrations.fhir.pull import EcgPullConfig
 from integrations.hl7.client import MllpClient
-from integrations.store import Store
+from integrations.store import Store, same_host_pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,12 @@ class AgentService:
     def run_once(self, *, since: datetime | None = None, progress: bool = True) -> RunOutcome:
         """One batch run under the database lock; a second process meanwhile exits cleanly with a message."""
         holder = f"{socket.gethostname()}:{os.getpid()}"
-        with self.store.run_lock(RUN_LOCK, holder=holder, lease_s=RUN_LOCK_LEASE_S) as lock:
-            if not lock.acquired:
-                return RunOutcome(EXIT_LOCKED, f"another run is in progress ({lock.held_by}); nothing done")
+        lock = self.store.run_lock(RUN_LOCK, holder=holder, lease_s=RUN_LOCK_LEASE_S, holder_alive=same_host_pid_alive)
+        with lock as held:
+            if not held.acquired:
+                return RunOutcome(EXIT_LOCKED, f"another run is in progress ({held.held_by}); nothing done")
+            # Holding the run lock, any outbox lease belongs to a run that died: its messages are ours to send.
+            self.store.release_outbox_leases()
             models = self.loader.load_for_run()
             with ExitStack() as stack:
                 sources = build_sources(self.settings, self.store, stack, since=since)
