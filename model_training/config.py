@@ -55,6 +55,7 @@ class PretrainConfig:
     epochs: int = 30
     lr: float = 3e-3
     temperature_init: float = 0.07
+    regression_weight: float = 0.0  # > 0: the ECG embedding also regresses the measured clinical features
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@
   batch statistics; with per-rank batches of ≥ 64 the local estimates are adequate).
 * :class:`MaskedBCELoss`, :class:`MaskedFocalLoss`: multi-label losses that ignore NaN
   labels (a lab not measured near the ECG is unknown, not normal).
+* :class:`MaskedMSELoss`: regression of the clinical features from the ECG embedding,
+  on the features that were measured (an imputed median is not a target).
 """
 
 from __future__ import annotations
@@ -124,6 +126,13 @@ class MaskedFocalLoss(nn.Module):
         if self.alpha is not None:
             per_label = per_label * (self.alpha * targets + (1.0 - self.alpha) * (1.0 - targets))
         return _masked_mean(per_label, known.to(logits.dtype))
+
+
+class MaskedMSELoss(nn.Module):
+    """Mean squared error over the entries where ``observed`` is 1."""
+
+    def forward(self, predicted: Tensor, target: Tensor, observed: Tensor) -> Tensor:
+        return _masked_mean((predicted - target).pow(2), observed.to(predicted.dtype))
 
 
 def multilabel_loss(name: str) -> nn.Module:

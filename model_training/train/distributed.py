@@ -8,6 +8,7 @@ the other ranks wait at barriers.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model_training.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,10 @@ def init_distributed(device: str) -> DistContext:
         torch_device = torch.device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), torch_device)
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), torch_device)
+    if ctx.is_main:
+        log.info("DistributedDataParallel: %d processes, backend %s", ctx.world_size, dist.get_backend())
+    return ctx
 
 
 def wrap(module: nn.Module, ctx: DistContext) -> nn.Module:

@@ -40,7 +40,7 @@ class FitSettings:
 @dataclass(slots=True)
 class FitResult:
     best_epoch: int = -1
-    best_score: float = -math.inf
+    best_score: float = math.nan  # the kept epoch's validation score; NaN when nothing was validated
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -72,7 +72,7 @@ def fit(
         entry = {"epoch": float(epoch), "train_loss": loss}
         if validate is not None:
             entry["val_score"] = validate(task)
-            if entry["val_score"] > result.best_score:
+            if best_state is None or entry["val_score"] > result.best_score:
                 result.best_epoch, result.best_score = epoch, entry["val_score"]
                 best_state = copy.deepcopy(task.state_dict())
         result.history.append(entry)

@@ -70,7 +70,7 @@ class StageRunner:
         result = train()
         if self.ctx.is_main:
             save_stage(path, modules, result, self.config)
-            log.info("%s: kept epoch %d (validation score %.4f)", stage, result.best_epoch, result.best_score)
+            log.info("%s: kept epoch %d (validation macro AUROC %.4f)", stage, result.best_epoch, result.best_score)
         barrier(self.ctx)
         return result
 
@@ -100,7 +100,9 @@ def pretrain(runner: StageRunner) -> tuple[EcgEncoder, ClinicalEncoder]:
     clinical = builders.clinical_encoder(config.model, runner.data.scaler, seed=seed + 1)
     projectors = (builders.projector(config.model, seed=seed + 2), builders.projector(config.model, seed=seed + 3))
     loss = ClipLoss(config.pretrain.temperature_init) if config.pretrain.loss == "clip" else VicRegLoss()
-    task = PretrainTask(ecg, clinical, *projectors, loss)
+    weight = config.pretrain.regression_weight
+    regression = builders.head(config.model, runner.data.n_features, seed=seed + 4) if weight > 0 else None
+    task = PretrainTask(ecg, clinical, *projectors, loss, regression_head=regression, regression_weight=weight)
     modules = {"ecg_encoder": ecg, "clinical_encoder": clinical, "task": task}
 
     def train() -> FitResult:

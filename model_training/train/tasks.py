@@ -9,13 +9,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from model_training.losses import MaskedBCELoss
+from model_training.losses import MaskedBCELoss, MaskedMSELoss
 from model_training.models import ClinicalEncoder, EcgEncoder, Head, LateFusionModel, Projector
 from model_training.train.data import Batch
 
 
 class PretrainTask(nn.Module):
-    """Stage 1: the ECG crop and the clinical vector of the same study should agree in the joint space."""
+    """Stage 1: the ECG crop and the clinical vector of the same study should agree in the joint space.
+
+    With a ``regression_head``, the ECG embedding also predicts the (scaled) measured clinical
+    features themselves, weighted by ``regression_weight``: a dense per-study signal next to
+    the batch-level contrastive one. Still no labels: the targets are the clinical inputs.
+    """
 
     def __init__(
         self,
@@ -24,16 +29,26 @@ class PretrainTask(nn.Module):
         ecg_projector: Projector,
         clinical_projector: Projector,
         loss: nn.Module,
+        *,
+        regression_head: Head | None = None,
+        regression_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.ecg_encoder, self.clinical_encoder = ecg_encoder, clinical_encoder
         self.ecg_projector, self.clinical_projector = ecg_projector, clinical_projector
         self.loss = loss
+        self.regression_head, self.regression_weight = regression_head, regression_weight
+        self.regression_loss = MaskedMSELoss()
 
     def forward(self, batch: Batch) -> Tensor:
-        ecg = self.ecg_projector(self.ecg_encoder(batch["ecg"]))
+        ecg_embedding = self.ecg_encoder(batch["ecg"])
         clinical = self.clinical_projector(self.clinical_encoder(batch["values"], batch["observed"]))
-        return self.loss(ecg, clinical)
+        loss = self.loss(self.ecg_projector(ecg_embedding), clinical)
+        if self.regression_head is not None:
+            targets = self.clinical_encoder.scale(batch["values"])
+            predicted = self.regression_head(ecg_embedding)
+            loss = loss + self.regression_weight * self.regression_loss(predicted, targets, batch["observed"])
+        return loss
 
 
 class EcgHeadsTask(nn.Module):
