@@ -26,11 +26,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+FHIR_SERVER := tests/servers/fhir
+FHIR_SERVER_STAMP := $(FHIR_SERVER)/node_modules/.installed
+
 # PostgreSQL and Node for the integration tests' real peers, installed only when missing.
 system-deps:
 	.ci/system-deps
 
-test: lint system-deps
+# Medplum's FHIR engine behind our shim: exact versions from the committed package-lock.json.
+$(FHIR_SERVER_STAMP): $(FHIR_SERVER)/package-lock.json | system-deps
+	npm ci --prefix $(FHIR_SERVER) --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: lint system-deps $(FHIR_SERVER_STAMP)
 	$(BIN)/pytest
 
 demo: $(STAMP)
@@ -42,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) data out .pytest_cache .ruff_cache $(FHIR_SERVER)/node_modules

@@ -290,6 +290,10 @@ def _refuse(
 def _quarantine(store: Store, item: RejectedItem, report: RunReport) -> None:
     entry = item.entry
     if item.quarantine_id is None:
+        # Sources re-read a little behind their watermark; the same bad item is quarantined once, not per run.
+        if store.list_quarantine(kind=entry.kind, raw_ref=entry.raw_ref):
+            report.counts["already_quarantined"] += 1
+            return
         store.add_quarantine(entry)
     report.counts["quarantined"] += 1
     log.warning("quarantined %s from %s: %s", entry.raw_ref, entry.origin, entry.reason)

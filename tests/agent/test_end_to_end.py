@@ -1,0 +1,172 @@
+"""End to end against a real FHIR engine: seed ECGs, run-once, results in SQL and in FHIR, exactly once.
+
+Each test uses its own ECG code on the shared Medplum server, so tests see only their own ECGs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.registry import ModelRegistry
+from agent.service import EXIT_LOCKED, EXIT_OK, AgentService
+from agent.settings import load_settings
+from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
+from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
+from integrations.store import QuarantineState, Store, StoredStudy, StudyStatus
+
+pytestmark = pytest.mark.slow
+N_TARGETS = 4  # the tiny artifact: 2 diagnoses + 2 lab targets
+
+
+def _record(index: int) -> EcgRecord:
+    rng = np.random.default_rng(index)
+    t = np.arange(5000) / 500.0
+    beats = np.exp(-(((t % 0.8) - 0.4) ** 2) / 2e-4)
+    signal = np.stack([(0.4 + 0.1 * lead) * beats + 0.03 * rng.standard_normal(t.size) for lead in range(12)])
+    return EcgRecord(f"ecg-{index}", signal, 500.0, MODEL_LEAD_ORDER, acquired_at=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+class Hospital:
+    """A FHIR server with this test's ECGs, and the agent's config pointing at it."""
+
+    def __init__(self, base_url: str, tmp_path: Path) -> None:
+        self.base_url = base_url
+        self.system, self.code = "urn:test:ecg", uuid.uuid4().hex
+        self.client = FhirClient(FhirConfig(base_url=base_url))
+        self.config = tmp_path / "agent.toml"
+        self.config.write_text(
+            f'database_url = "sqlite:///{tmp_path / "agent.db"}"\n'
+            f'registry_dir = "{tmp_path / "models"}"\n'
+            "[scoring]\nbatch_size = 4\nmax_failure_rate = 0.5\n"
+            f'[sources.fhir]\nenabled = true\necg_code = "{self.system}|{self.code}"\npage_size = 5\n'
+            f'[sources.fhir.server]\nbase_url = "{base_url}"\nmax_retries = 1\n'
+            "[sinks.fhir]\nenabled = true\n"
+        )
+        self.settings = load_settings(self.config)
+        self.ecg_ids: list[str] = []
+
+    def seed(self, count: int, *, start: int = 0) -> None:
+        for index in range(start, start + count):
+            observation = ecg_to_observation(_record(index), subject_reference=f"Patient/p{index}")
+            observation["code"] = {"coding": [{"system": self.system, "code": self.code}]}
+            self.ecg_ids.append(self.client.create(observation).resource["id"])
+
+    def seed_broken(self) -> str:
+        """An ECG Observation without components: the agent must quarantine it."""
+        observation = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/x"},
+                       "code": {"coding": [{"system": self.system, "code": self.code}]}}  # fmt: skip
+        return self.client.create(observation).resource["id"]
+
+    def findings_for(self, ecg_id: str) -> list[dict]:
+        bundles = self.client.search_pages("Observation", {"derived-from": f"Observation/{ecg_id}", "_count": "200"})
+        return [entry["resource"] for bundle in bundles for entry in bundle.get("entry", [])]
+
+    def deploy_model(self, artifact: Path, store: Store) -> None:
+        registry = ModelRegistry(store, self.settings.registry_dir, actor="test")
+        registry.register(artifact)
+        registry.promote(registry.list()[0].version, reason="end-to-end test")
+
+
+@pytest.fixture
+def hospital(fhir_base_url, tmp_path, artifact_factory) -> Hospital:
+    hospital = Hospital(fhir_base_url, tmp_path)
+    store = AgentService(hospital.settings).store
+    hospital.deploy_model(artifact_factory("1.0.0"), store)
+    yield hospital
+    hospital.client.close()
+
+
+def _positives(store: Store, study_id: int) -> int:
+    return sum(p.is_positive for p in store.get_predictions(study_id, "1.0.0"))
+
+
+def test_run_once_scores_stores_and_writes_back_and_a_second_run_adds_nothing(hospital):
+    hospital.seed(6)
+    broken = hospital.seed_broken()
+    service = AgentService(hospital.settings)
+    first = service.run_once(progress=False)
+    assert first.exit_code == EXIT_OK, first.message
+    assert first.report.counts["scored"] == 6 and first.report.counts["quarantined"] == 1
+    store = service.store
+    written = {}
+    for ecg_id in hospital.ecg_ids:
+        study = _study(store, ecg_id)
+        assert study.status == StudyStatus.SCORED
+        assert len(store.get_predictions(study.id, "1.0.0")) == N_TARGETS
+        written[ecg_id] = len(hospital.findings_for(ecg_id))
+        assert written[ecg_id] == _positives(store, study.id)
+    assert sum(written.values()) > 0, "the tiny model should call something positive"
+    [quarantined] = store.list_quarantine(state=QuarantineState.OPEN)
+    assert broken in quarantined.entry.raw_ref and "component" in quarantined.entry.reason
+
+    second = service.run_once(progress=False)
+    assert second.exit_code == EXIT_OK and second.report.counts["scored"] == 0
+    assert {ecg_id: len(hospital.findings_for(ecg_id)) for ecg_id in hospital.ecg_ids} == written
+
+
+def test_written_observations_carry_the_ai_label_the_model_device_and_the_ecg(hospital):
+    hospital.seed(1)
+    AgentService(hospital.settings).run_once(progress=False)
+    for finding in hospital.findings_for(hospital.ecg_ids[0]):
+        assert finding["meta"]["security"][0]["code"] == "AIAST"
+        assert finding["status"] == "preliminary" and finding["valueQuantity"]["unit"] == "1"
+        assert finding["device"]["reference"].startswith("Device/")
+        assert {"reference": f"Observation/{hospital.ecg_ids[0]}"} in finding["derivedFrom"]
+
+
+def test_a_second_agent_process_exits_cleanly_while_a_run_holds_the_lock(hospital):
+    store = AgentService(hospital.settings).store
+    with store.run_lock("ecg-agent-run", holder="other-host:1", lease_s=60) as held:
+        assert held.acquired
+        result = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "--config", str(hospital.config), "run-once", "--no-progress"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == EXIT_LOCKED
+    assert "another run is in progress (other-host:1 since" in result.stdout
+
+
+def test_a_run_killed_mid_batch_is_completed_by_the_rerun_with_nothing_lost_or_duplicated(hospital, tmp_path):
+    n_ecgs = 24
+    hospital.seed(n_ecgs)
+    store = AgentService(hospital.settings).store
+    command = [sys.executable, "-m", "agent.cli", "--config", str(hospital.config), "run-once", "--no-progress"]
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline_s = time.monotonic() + 120
+    while _scored(store, hospital) == 0 and victim.poll() is None and time.monotonic() < deadline_s:
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    scored_before_kill = _scored(store, hospital)
+    assert scored_before_kill > 0, "the kill should land after some predictions were committed"
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == EXIT_OK, rerun.stdout + rerun.stderr
+    assert _scored(store, hospital) == n_ecgs
+    for ecg_id in hospital.ecg_ids:
+        study = _study(store, ecg_id)
+        assert len(store.get_predictions(study.id, "1.0.0")) == N_TARGETS  # unique rows: no duplicates in SQL
+        findings = hospital.findings_for(ecg_id)
+        identifiers = [f["identifier"][0]["value"] for f in findings]
+        assert len(identifiers) == len(set(identifiers)) == _positives(store, study.id)  # none lost, none twice
+
+
+def _study(store: Store, ecg_id: str) -> StoredStudy | None:
+    """The study of an ECG Observation, whatever its versionId (Medplum's are UUIDs)."""
+    matches = [s for s in store.list_studies(source="fhir") if s.study.source_id == ecg_id]
+    return matches[-1] if matches else None
+
+
+def _scored(store: Store, hospital: Hospital) -> int:
+    studies = [_study(store, ecg_id) for ecg_id in hospital.ecg_ids]
+    return sum(study is not None and study.status == StudyStatus.SCORED for study in studies)
