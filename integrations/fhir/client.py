@@ -107,19 +107,20 @@ class FhirClient:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send with retries; return a 2xx response or raise a :class:`FhirError`."""
-        waited_s = 0.0
         policy = self.config.retry
-        for attempt in range(1, policy.max_attempts + 1):
+        waited_s = 0.0
+        attempt = 1
+        while True:
             response, failure, wait_hint_s = self._attempt(method, url, **kwargs)
             if response is not None:
                 return response
             delay_s = wait_hint_s if wait_hint_s is not None else backoff_delay_s(policy, attempt, self._rng)
-            if attempt == policy.max_attempts or waited_s + delay_s > policy.budget_s:
+            if attempt >= policy.max_attempts or waited_s + delay_s > policy.budget_s:
                 raise FhirUnavailableError(method, self._full_url(url), attempt, failure)
             logger.warning("%s %s failed (%s); retry %d in %.2f s", method, url, failure, attempt, delay_s)
             self._sleep(delay_s)
             waited_s += delay_s
-        raise AssertionError("unreachable: the loop returns or raises")
+            attempt += 1
 
     def _attempt(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response | None, str, float | None]:
         """One try: (response, "", None) on success, (None, failure, Retry-After seconds) if worth a retry."""

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from integrations.fhir import (
     FhirClient,
@@ -205,6 +210,34 @@ def test_an_unsupported_url_scheme_is_a_fhir_error_not_an_httpx_one(make_client)
 @pytest.mark.parametrize(("header", "expected_s"), [(None, None), ("5", 5.0), ("soon", None)])
 def test_retry_after_reads_seconds_and_ignores_what_it_cannot_read(header, expected_s):
     assert retry_after_s(header, NOW_S) == expected_s
+
+
+def self_signed_ca_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Hospital CA")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime(2024, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(2034, 1, 1, tzinfo=UTC))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_ca_bundle_gives_a_verifying_context_that_trusts_exactly_that_ca(tmp_path):
+    ca_path = tmp_path / "hospital-ca.pem"
+    ca_path.write_bytes(self_signed_ca_pem())
+
+    context = FhirConfig(base_url=BASE_URL, ca_bundle_path=ca_path).httpx_verify()
+
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 1
 
 
 def test_tls_verification_is_on_by_default_and_a_ca_bundle_needs_it():

@@ -11,6 +11,9 @@
 //
 // Usage: node server.mjs [port]   (port 0 or none: a free port). Binds 127.0.0.1 and prints one
 // line `listening <port>` on stdout once it is ready. The FHIR base is http://127.0.0.1:<port>/fhir.
+// Medplum 5 declares Node >= 22.18; on Node 20 it runs if started with `--experimental-websocket`
+// (@medplum/core touches the WebSocket global at import), which tests/integrations/fhir/conftest.py adds.
+// Install with `npm ci` (package-lock.json pins every package).
 import { createServer } from 'node:http';
 import {
   getStatus,
