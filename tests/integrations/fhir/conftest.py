@@ -1,74 +1,20 @@
-"""Fixtures for the FHIR tests: a real FHIR engine (Medplum behind tests/servers/fhir/server.mjs) and ECG builders.
+"""Fixtures for the FHIR tests: a client of the real FHIR engine, and ECG builders.
 
-The server needs Node ≥ 20 and ``npm ci --prefix tests/servers/fhir`` run beforehand; without its
-node_modules the integration tests fail with that instruction rather than reaching the network.
+The engine itself (Medplum behind tests/servers/fhir/server.mjs, session-scoped ``fhir_base_url``) is
+started by tests/conftest.py, shared with the agent's end-to-end tests.
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.fhir import FhirClient, FhirConfig, RetryPolicy, ecg_to_observation
-
-SERVER_DIR = Path(__file__).resolve().parents[2] / "servers" / "fhir"
-SERVER_START_TIMEOUT_S = 60.0
-#: Medplum 5 wants Node 22; on Node 20 the WebSocket global it touches at import is behind this flag.
-NODE_22_MAJOR = 22
-
-
-def _node_command() -> list[str]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not on PATH; the FHIR integration tests need Node >= 20")
-    if not (SERVER_DIR / "node_modules").is_dir():
-        pytest.fail(f"{SERVER_DIR / 'node_modules'} is missing: run `npm ci --prefix {SERVER_DIR}` first")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
-    major = int(re.match(r"v(\d+)", version.strip()).group(1))  # type: ignore[union-attr]
-    flags = ["--experimental-websocket"] if major < NODE_22_MAJOR else []
-    return [node, *flags, str(SERVER_DIR / "server.mjs"), "0"]
-
-
-def _read_port(process: subprocess.Popen[str]) -> int:
-    """Wait for the shim's ``listening <port>`` line (read in a thread so a hung start cannot block us)."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    reader.join(SERVER_START_TIMEOUT_S)
-    match = re.match(r"listening (\d+)", lines[0]) if lines else None
-    if match is None:
-        process.kill()
-        _, stderr = process.communicate(timeout=10)
-        pytest.fail(f"the FHIR shim did not start within {SERVER_START_TIMEOUT_S} s: {stderr[-2000:]}")
-    return int(match.group(1))
-
-
-@pytest.fixture(scope="session")
-def fhir_base_url() -> Iterator[str]:
-    """Start the Medplum FHIR shim on a free port; yield its FHIR base URL; stop it."""
-    process = subprocess.Popen(
-        _node_command(), cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        port = _read_port(process)
-        yield f"http://127.0.0.1:{port}/fhir"
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
 
 
 @pytest.fixture

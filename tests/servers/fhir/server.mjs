@@ -29,9 +29,51 @@ const BASE_PATH = '/fhir';
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
 
+// A search parameter shared by many resource types (identifier, code, patient, date...) carries one
+// FHIRPath union over all of them, and the MemoryRepository evaluates the whole union on every resource
+// it scans: a conditional create then costs milliseconds per stored resource. Each base gets its own
+// copy holding only its own terms (the union's other terms can never match it), where the split is clean.
+function splitTopLevelUnion(expression) {
+  const terms = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < expression.length; i++) {
+    const ch = expression[i];
+    if (ch === '(') depth++;
+    else if (ch === ')') depth--;
+    else if (ch === '|' && depth === 0) {
+      terms.push(expression.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  terms.push(expression.slice(start).trim());
+  return terms;
+}
+
+function termBase(term) {
+  return term.replace(/^\(+/, '').split(/[.\s]/)[0];
+}
+
+function perBaseSearchParameters(bundle) {
+  const entry = [];
+  for (const { resource: param } of bundle.entry) {
+    if (!param.expression || !param.base || param.base.length < 2) {
+      entry.push({ resource: param });
+      continue;
+    }
+    const terms = splitTopLevelUnion(param.expression);
+    for (const base of param.base) {
+      const own = terms.filter((term) => termBase(term) === base);
+      const expression = own.length > 0 ? own.join(' | ') : param.expression;
+      entry.push({ resource: { ...param, id: `${param.id}-${base}`, base: [base], expression } });
+    }
+  }
+  return { ...bundle, entry };
+}
+
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
-indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
+indexSearchParameterBundle(perBaseSearchParameters(readJson('fhir/r4/search-parameters.json')));
 
 const router = new FhirRouter();
 const repo = new MemoryRepository();
