@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.batch import Pulled, PulledEcg, RejectedItem
+from agent.errors import AgentError
+from integrations.ecg import EcgRecord
 from integrations.fhir.client import FhirClient
+from integrations.fhir.ecg_mapping import observation_to_ecg
+from integrations.fhir.errors import InvalidEcgObservation
 from integrations.fhir.pull import EcgPullConfig, pull_ecgs
 from integrations.fhir.pull import PulledEcg as FhirPulledEcg
 from integrations.fhir.writeback import EcgReference, ModelInfo, write_back
@@ -28,8 +32,9 @@ from integrations.hl7.ecg_oru import decode_ecg_oru
 from integrations.hl7.errors import Hl7MessageError
 from integrations.hl7.results import EcgResults, ModelInstance, build_results_oru
 from integrations.hl7.results import Finding as Hl7Finding
-from integrations.store import EcgStudy, InboxStatus, QuarantineEntry, Store, StoredStudy
+from integrations.store import EcgStudy, InboxStatus, QuarantineEntry, Store, StoredStudy, StudyStatus
 from integrations.wfdb_feed import NewRecord, scan
+from integrations.wfdb_files import read_wfdb
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ class FhirEcgSource:
         self._client, self._store, self._config, self._since = client, store, config, since
 
     def pull(self) -> Iterator[Pulled]:
+        yield from self._requeued()
         for item in pull_ecgs(self._client, since=self._start(), config=self._config):
             version = item.version
             if isinstance(item, FhirPulledEcg):
@@ -71,6 +77,20 @@ class FhirEcgSource:
                 raw_ref=f"Observation/{version.observation_id}/_history/{version.version_id}",
             )
             yield RejectedItem(entry, token=version.last_updated)
+
+    def _requeued(self) -> Iterator[Pulled]:
+        """Studies put back to ``new`` (``quarantine retry``): read again by id, whatever the watermark says."""
+        for study in self._store.list_studies(source=FHIR_SOURCE, status=StudyStatus.NEW):
+            observation_id = study.study.source_id
+            try:
+                observation = self._client.read("Observation", observation_id)
+                record = observation_to_ecg(observation, required_leads=self._config.required_leads)
+            except InvalidEcgObservation as exc:
+                self._store.set_study_status(study.id, StudyStatus.FAILED, error=str(exc))
+                raw_ref = f"Observation/{observation_id}/_history/{study.study.source_version}"
+                yield RejectedItem(QuarantineEntry("fhir_observation", self._client.config.base_url, str(exc), raw_ref))
+                continue
+            yield PulledEcg(record, study.study)
 
     def done(self, items: Sequence[Pulled]) -> None:
         stamps = [item.token for item in items if item.token is not None]
@@ -217,7 +237,12 @@ class FhirResultSink:
     def _finding(self, version: str, finding: dict[str, Any], payload: dict[str, Any]) -> FhirFinding:
         if finding["kind"] == "diagnosis":
             label = self._manifests.diagnosis(version, finding["code"])
-            explained_by = tuple(e["lab_target"] for e in payload["explanations"] if e["diagnosis"] == finding["code"])
+            sent_labs = {f["code"] for f in _positive_findings(payload) if f["kind"] == "lab"}
+            explained_by = tuple(
+                e["lab_target"]
+                for e in payload["explanations"]
+                if e["diagnosis"] == finding["code"] and e["lab_target"] in sent_labs
+            )
             return FhirFinding(
                 target=finding["code"], kind="diagnosis", code=label["code"], system=label["system"],
                 display=label["display"], probability=finding["probability"], positive=True, explained_by=explained_by,
@@ -265,3 +290,18 @@ class Hl7ResultSink:
                               finding["probability"], True)  # fmt: skip
         target = self._manifests.lab(version, finding["code"])
         return Hl7Finding("lab", target["loinc"], LOINC_HL7_SYSTEM, target["display"], finding["probability"], True)
+
+
+def fetch_record(study: StoredStudy, store: Store, *, fhir: FhirClient | None, wfdb_folder: Path | None) -> EcgRecord:
+    """The waveform of a stored study, read again from where it came from (the store keeps no waveforms)."""
+    source, source_id = study.study.source, study.study.source_id
+    if source == FHIR_SOURCE and fhir is not None:
+        return observation_to_ecg(fhir.read("Observation", source_id), required_leads=())
+    if source == HL7_SOURCE:
+        application, facility, control_id = source_id.split("|", 2)
+        inbox = store.get_inbox_message(application, facility, control_id)
+        if inbox is not None:
+            return decode_ecg_oru(inbox.message.raw)
+    if source == WFDB_SOURCE and wfdb_folder is not None:
+        return read_wfdb(wfdb_folder / source_id)
+    raise AgentError(f"cannot read study {study.id} ({source} {source_id}) again: its source is not configured here")

@@ -75,6 +75,22 @@ def _parser() -> argparse.ArgumentParser:
         description="Accept HL7 v2 ORU^R01 ECG messages over MLLP (TLS optional), store each durably in the inbox, "
         "then ACK. Scoring happens in the next batch run.",
     )  # fmt: skip
+    commands.add_parser("status", help="last runs, active and shadow models, backlog, quarantine counts")
+    quarantine = commands.add_parser("quarantine", help="what could not be used, and why")
+    quarantine_actions = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    quarantine_list = quarantine_actions.add_parser("list", help="open entries, oldest first")
+    quarantine_list.add_argument("--kind", default=None, help="only this kind (ecg, hl7_message, fhir_observation...)")
+    quarantine_list.add_argument("--limit", type=int, default=100)
+    retry = quarantine_actions.add_parser("retry", help="requeue an entry for the next run (or say what to do)")
+    retry.add_argument("quarantine_id", type=int, metavar="ID")
+    report = commands.add_parser(
+        "report", help="one study as a 12-lead PNG with its findings and their lab explanations",
+        description="Read the study's ECG again from its source and draw the standard 12-lead printout, annotated "
+        "with the positive diagnoses, their probabilities and the predicted lab abnormalities that explain them.",
+    )  # fmt: skip
+    report.add_argument("study_id", type=int, metavar="STUDY", help="the study's id in the store (see `status`)")
+    report.add_argument("--png", type=Path, required=True, help="where to write the PNG")
+    report.add_argument("--model", default=None, help="model version whose results to show (default: active)")
     return parser
 
 
@@ -102,6 +118,13 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     rollback = actions.add_parser("rollback", help="promote the version that was active before the current one")
     rollback.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     actions.add_parser("verify", help="re-hash every registered artifact; exit 1 if any fails")
+    shadow_report = actions.add_parser(
+        "shadow-report", help="compare a shadow version with the active one on the studies both scored",
+        description="Per label, over the studies scored by both the active and the shadow version: positive rates, "
+        "agreement of positive calls and mean |Δ probability|; ends with whether a promote looks safe "
+        "(exit 0) or needs review (exit 1).",
+    )  # fmt: skip
+    shadow_report.add_argument("version", nargs="?", default=None, help="shadow version (default: the only one)")
     history = actions.add_parser("history", help="the audit trail, oldest first")
     history.add_argument("version", nargs="?", default=None)
 
@@ -146,8 +169,82 @@ def _model(args: argparse.Namespace, settings: AgentSettings) -> int:
         "rollback": lambda: _print_change("rolled back to", registry.rollback(reason=args.reason)),
         "verify": lambda: _print_verify(registry.verify()),
         "history": lambda: _print_history(registry.history(args.version)),
+        "shadow-report": lambda: _print_shadow_report(args.version, settings),
     }[args.action]
     return action()
+
+
+def _print_shadow_report(version: str | None, settings: AgentSettings) -> int:
+    from agent.operations import shadow_report
+
+    report = shadow_report(_open_store(settings), version)
+    print(f"active {report.active_version} vs shadow {report.shadow_version} on {report.n_studies} studies")
+    print(f"{'label':<24} {'n':>6} {'pos active':>10} {'pos shadow':>10} {'agree':>6} {'mean|Δp|':>9}")
+    for label in report.labels:
+        print(f"{label.kind[:3]} {label.code:<20} {label.n:>6} {label.active_positive_rate:>10.3f} "
+              f"{label.shadow_positive_rate:>10.3f} {label.agreement:>6.3f} {label.mean_abs_probability_diff:>9.3f}"
+              f"{'' if label.looks_safe else '  <- review'}")  # fmt: skip
+    print(report.verdict())
+    return 0 if report.looks_safe else 1
+
+
+def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
+    from agent.operations import status
+
+    view = status(_open_store(settings))
+    active = f"{view.active.version} (sha256 {view.active.sha256[:12]})" if view.active else "none"
+    print(f"active model: {active}")
+    print(f"shadow models: {', '.join(m.version for m in view.shadows) or 'none'}")
+    print(f"backlog: {view.inbox_waiting} HL7 messages waiting, {view.outbox_pending} write-backs pending, "
+          f"{view.outbox_failed} write-backs failed for good")  # fmt: skip
+    quarantine = ", ".join(f"{kind} {count}" for kind, count in sorted(view.quarantine_open.items())) or "none"
+    print(f"quarantine (open): {quarantine}")
+    print("last runs:" if view.runs else "last runs: none yet")
+    for run in view.runs:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items())) or "-"
+        took = f"{run.duration_s:.1f} s" if run.duration_s is not None else "running"
+        error = f"  ({run.error})" if run.error else ""
+        print(f"  run {run.id} {run.started_at.isoformat(timespec='seconds')} {run.status.value:<9} {took:>9}  "
+              f"models {','.join(run.model_versions) or '-'}: {counts}{error}")  # fmt: skip
+    return 0
+
+
+def _quarantine(args: argparse.Namespace, settings: AgentSettings) -> int:
+    store = _open_store(settings)
+    if args.action == "list":
+        entries = store.list_quarantine(kind=args.kind, limit=args.limit)
+        if not entries:
+            print("quarantine is empty")
+        for entry in entries:
+            e = entry.entry
+            print(f"{entry.id:>6} {entry.created_at.isoformat(timespec='seconds')} {e.kind:<16} {e.raw_ref}  "
+                  f"from {e.origin}: {e.reason}")  # fmt: skip
+        return 0
+    from agent.operations import retry_quarantined
+
+    result = retry_quarantined(store, args.quarantine_id)
+    print(f"quarantine {result.quarantine_id}: {result.message}")
+    return 0 if result.requeued else 1
+
+
+def _report(args: argparse.Namespace, settings: AgentSettings) -> int:
+    from contextlib import ExitStack
+
+    from agent.adapters import fetch_record
+    from agent.operations import study_report_png
+    from agent.service import fhir_client
+
+    store = _open_store(settings)
+    study = store.get_study_by_id(args.study_id)
+    version = args.model or (store.active_model_version().version if store.active_model_version() else None)
+    if version is None:
+        raise AgentError("no model is active: name the version with --model")
+    with ExitStack() as stack:
+        server = settings.sources.fhir.server
+        fhir = stack.enter_context(fhir_client(server)) if server is not None else None
+        record = fetch_record(study, store, fhir=fhir, wfdb_folder=settings.sources.wfdb.path)
+    print(study_report_png(store, study, record, version, args.png))
+    return 0
 
 
 def _describe(model: ModelVersion, *, full: bool = False) -> dict[str, object]:
@@ -231,6 +328,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, AgentSettings], int]] = {
     "db": _db,
     "model": _model,
     "run-once": _run_once,
+    "status": _status,
+    "quarantine": _quarantine,
+    "report": _report,
     "serve": _serve,
     "listen": _listen,
 }

@@ -5,9 +5,27 @@ with ``raise ... from exc``, so callers catch one family and every message names
 the record and the reason::
 
     IntegrationError
-    ├── InvalidEcgError          a record that cannot be a 12-lead ECG
-    │   └── MissingLeadsError    required leads absent
-    └── EcgReadError             a file that cannot be read (missing, truncated, corrupt)
+    ├── InvalidEcgError              a record that cannot be a 12-lead ECG
+    │   ├── MissingLeadsError        required leads absent
+    │   └── InvalidEcgObservation    an undecodable FHIR ECG Observation, with a reason (also a FhirError)
+    ├── EcgReadError                 a file that cannot be read (missing, truncated, corrupt)
+    ├── FhirError                    integrations.fhir (tree in integrations/fhir/errors.py)
+    │   ├── FhirHttpError            4xx/5xx a retry cannot fix (status, OperationOutcome text)
+    │   ├── FhirUnavailableError     connection errors / 429 / 5xx until the retry budget ran out
+    │   ├── FhirProtocolError        not the FHIR JSON asked for (HTML page, bad JSON, wrong resourceType)
+    │   ├── FhirAuthError            the token endpoint refused us, or the key cannot sign
+    │   └── FhirResourceInvalidError a resource we built fails R4 validation (also ValueError)
+    ├── Hl7Error                     integrations.hl7 (tree in integrations/hl7/errors.py)
+    │   ├── Hl7MessageError          a refused message: Hl7ParseError, UnsupportedMessageError (AR);
+    │   │                            Hl7StructureError, EcgWaveformError (AE)
+    │   ├── MllpFramingError         FrameTooLargeError, TruncatedFrameError
+    │   ├── MllpConnectionError      AckTimeoutError
+    │   └── AckError                 a negative ACK, or MSA-2 answering another message
+    └── StoreError                   integrations.store (tree in integrations/store/errors.py)
+        ├── StoreUnavailableError    cannot connect, or the database is locked
+        ├── StoreIntegrityError      a constraint refused the write
+        ├── StoreNotFoundError       no such row
+        └── StoreMigrationError      the schema cannot be brought up to date
 """
 
 from __future__ import annotations

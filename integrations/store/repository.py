@@ -233,6 +233,15 @@ class Store:
         with self._begin("quarantine list") as connection:
             return [quarantine_from_row(row) for row in connection.execute(query).mappings()]
 
+    def get_quarantine(self, quarantine_id: int) -> StoredQuarantineEntry:
+        """One quarantine entry by id, whatever its state; :class:`StoreNotFoundError` if there is none."""
+        query = sa.select(t.quarantine).where(t.quarantine.c.id == quarantine_id)
+        with self._begin(f"quarantine entry {quarantine_id}") as connection:
+            row = connection.execute(query).mappings().first()
+        if row is None:
+            raise StoreNotFoundError(f"quarantine entry {quarantine_id}", "no such entry")
+        return quarantine_from_row(row)
+
     def count_quarantine(self, *, state: QuarantineState = QuarantineState.OPEN) -> dict[str, int]:
         """How many entries in ``state`` there are of each kind; kinds with none are left out."""
         with self._begin(f"{QuarantineState(state).value} quarantine entries") as connection:

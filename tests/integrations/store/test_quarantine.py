@@ -1,6 +1,8 @@
 """Quarantine: what could not be used is kept with its origin and reason until someone retries or resolves it."""
 
-from integrations.store import QuarantineEntry, QuarantineState
+import pytest
+
+from integrations.store import QuarantineEntry, QuarantineState, StoreNotFoundError
 
 
 def _entry(reason: str = "MSH-9 is not ORU^R01", kind: str = "hl7_message") -> QuarantineEntry:
@@ -53,3 +55,11 @@ def test_entries_are_counted_by_kind_in_one_state_open_by_default(store):
     assert store.count_quarantine() == {"hl7_message": 2, "wfdb_record": 1}
     assert store.count_quarantine(state=QuarantineState.RESOLVED) == {"ecg": 1}
     assert store.count_quarantine(state=QuarantineState.RETRIED) == {}
+
+
+def test_an_entry_is_found_by_id_in_any_state_and_an_unknown_id_is_named(store):
+    quarantine_id = store.add_quarantine(_entry())
+    store.mark_quarantine_resolved(quarantine_id)
+    assert store.get_quarantine(quarantine_id).state == QuarantineState.RESOLVED
+    with pytest.raises(StoreNotFoundError, match="quarantine entry 999"):
+        store.get_quarantine(999)

@@ -1,6 +1,6 @@
 """FHIR throughput against the real Medplum engine (tests/servers/fhir): prints one JSON object.
 
-    .venv/bin/python bench/fhir.py [--ecgs 200] [--fs-hz 500] [--duration-s 10] [--writebacks 50]
+    .venv/bin/python bench/fhir_throughput.py [--ecgs 200] [--fs-hz 500] [--duration-s 10] [--writebacks 50]
 
 Needs Node and ``npm ci --prefix tests/servers/fhir``. Measures, on one machine (client and server share
 its cores): seeding ECG Observations (encode + validate + POST), the incremental pull (HTTP + JSON +
@@ -22,11 +22,6 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-# Python puts this script's folder first on sys.path, where this file, fhir.py, would shadow the
-# `fhir` package (fhir.resources) that integrations.fhir validates with. Drop that entry first.
-if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
 
 import numpy as np
 

@@ -1,0 +1,212 @@
+"""What operators ask the agent: status, quarantine, shadow-versus-active, one study's report.
+
+Read-mostly views over the store; the one mutating command (``quarantine retry``)
+requeues an item for the next run and marks the quarantine row retried, so the audit of
+what happened stays in the table.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import AgentError
+from integrations.ecg import EcgRecord
+from integrations.ecg_plot import plot_12lead
+from integrations.store import (
+    InboxStatus,
+    ModelVersion,
+    OutboxStatus,
+    QuarantineState,
+    Run,
+    Store,
+    StoredQuarantineEntry,
+    StoredStudy,
+    StudyStatus,
+    TargetKind,
+)
+
+#: A shadow whose positive calls agree with the active model this often, label by label, looks safe to promote.
+SAFE_AGREEMENT = 0.90
+#: ... and whose positive rate moves by no more than this, label by label.
+SAFE_POSITIVE_RATE_SHIFT = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    runs: list[Run]
+    active: ModelVersion | None
+    shadows: list[ModelVersion]
+    outbox_pending: int
+    outbox_failed: int
+    inbox_waiting: int
+    quarantine_open: dict[str, int]
+
+
+def status(store: Store, *, n_runs: int = 5) -> Status:
+    return Status(
+        runs=store.list_runs(limit=n_runs),
+        active=store.active_model_version(),
+        shadows=store.shadow_model_versions(),
+        outbox_pending=store.count_outbox(OutboxStatus.PENDING),
+        outbox_failed=store.count_outbox(OutboxStatus.FAILED),
+        inbox_waiting=store.count_inbox(InboxStatus.RECEIVED),
+        quarantine_open=store.count_quarantine(state=QuarantineState.OPEN),
+    )
+
+
+# --- quarantine ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResult:
+    quarantine_id: int
+    requeued: bool
+    message: str
+
+
+def retry_quarantined(store: Store, quarantine_id: int) -> RetryResult:
+    """Requeue a quarantined item for the next run, where that is possible; say what to do where it is not."""
+    entry = store.get_quarantine(quarantine_id)
+    kind, raw_ref = entry.entry.kind, entry.entry.raw_ref
+    if kind == "ecg":
+        return _retry_study(store, entry)
+    if kind == "hl7_message" and raw_ref.startswith("inbox:"):
+        store.set_inbox_status(int(raw_ref.removeprefix("inbox:")), InboxStatus.RECEIVED)
+        store.mark_quarantine_retried(quarantine_id)
+        return RetryResult(quarantine_id, True, f"inbox message {raw_ref} will be decoded again by the next run")
+    advice = {
+        "hl7_message": "the message was refused at receipt and its bytes were not kept (PHI): ask the sender to "
+        "resend it with the same MSH-10",
+        "fhir_observation": "correct the Observation on the FHIR server (a new version is pulled automatically), "
+        "or re-pull with `ecg-agent run-once --since <time before its lastUpdated>`",
+        "wfdb_record": "replace or fix the record's files; the folder feed reads a changed record again",
+    }.get(kind, f"no automatic retry for kind {kind!r}")
+    return RetryResult(quarantine_id, False, advice)
+
+
+def _retry_study(store: Store, entry: StoredQuarantineEntry) -> RetryResult:
+    """An ECG that failed validation or scoring: back to ``new``; its source hands it out again."""
+    source, _, rest = entry.entry.raw_ref.partition(":")
+    source_id, _, version = rest.rpartition("@")
+    study = store.get_study(source, source_id, version)
+    if study is None:
+        raise AgentError(f"quarantine entry {entry.id} names study {entry.entry.raw_ref}, which is not in the store")
+    store.set_study_status(study.id, StudyStatus.NEW)
+    if source == "hl7":
+        application, facility, control_id = source_id.split("|", 2)
+        inbox = store.get_inbox_message(application, facility, control_id)
+        if inbox is not None:
+            store.set_inbox_status(inbox.id, InboxStatus.RECEIVED)
+    store.mark_quarantine_retried(entry.id)
+    return RetryResult(entry.id, True, f"study {entry.entry.raw_ref} will be scored again by the next run")
+
+
+# --- shadow versus active --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelComparison:
+    kind: str
+    code: str
+    n: int
+    active_positive_rate: float
+    shadow_positive_rate: float
+    agreement: float
+    mean_abs_probability_diff: float
+
+    @property
+    def looks_safe(self) -> bool:
+        shift = abs(self.shadow_positive_rate - self.active_positive_rate)
+        return self.agreement >= SAFE_AGREEMENT and shift <= SAFE_POSITIVE_RATE_SHIFT
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowReport:
+    active_version: str
+    shadow_version: str
+    n_studies: int
+    labels: list[LabelComparison]
+
+    @property
+    def looks_safe(self) -> bool:
+        return self.n_studies > 0 and all(label.looks_safe for label in self.labels)
+
+    def verdict(self) -> str:
+        if self.n_studies == 0:
+            return "no study was scored by both versions yet: let the shadow run first"
+        unsafe = [label.code for label in self.labels if not label.looks_safe]
+        if not unsafe:
+            return (
+                f"promote looks safe: on {self.n_studies} studies every label agrees ≥ {SAFE_AGREEMENT:.0%} "
+                f"and moves its positive rate ≤ {SAFE_POSITIVE_RATE_SHIFT:.0%}"
+            )
+        return f"review before promoting: {len(unsafe)} labels disagree ({', '.join(unsafe[:10])})"
+
+
+def shadow_report(store: Store, shadow_version: str | None = None) -> ShadowReport:
+    """Per label, over the studies both scored: positive rates, agreement and mean |Δ probability|."""
+    active = store.active_model_version()
+    if active is None:
+        raise AgentError("no model is active, so there is nothing to compare a shadow with")
+    shadow = shadow_version or _only_shadow(store)
+    by_label: dict[tuple[str, str], list[tuple[bool, bool, float]]] = defaultdict(list)
+    studies = set()
+    for mine, theirs in store.prediction_pairs(active.version, shadow):
+        by_label[(mine.target_kind.value, mine.code)].append(
+            (mine.is_positive, theirs.is_positive, abs(mine.probability - theirs.probability))
+        )
+        studies.add(mine.study_id)
+    labels = [_compare(kind, code, rows) for (kind, code), rows in sorted(by_label.items())]
+    return ShadowReport(active.version, shadow, len(studies), labels)
+
+
+def _only_shadow(store: Store) -> str:
+    shadows = store.shadow_model_versions()
+    if len(shadows) != 1:
+        names = ", ".join(s.version for s in shadows) or "none"
+        raise AgentError(f"name the shadow version to compare (shadow versions: {names})")
+    return shadows[0].version
+
+
+def _compare(kind: str, code: str, rows: list[tuple[bool, bool, float]]) -> LabelComparison:
+    n = len(rows)
+    return LabelComparison(
+        kind=kind,
+        code=code,
+        n=n,
+        active_positive_rate=sum(a for a, _, _ in rows) / n,
+        shadow_positive_rate=sum(s for _, s, _ in rows) / n,
+        agreement=sum(a == s for a, s, _ in rows) / n,
+        mean_abs_probability_diff=sum(d for _, _, d in rows) / n,
+    )
+
+
+# --- one study's report ----------------------------------------------------------------------------------------
+
+
+def study_report_png(store: Store, study: StoredStudy, record: EcgRecord, model_version: str, path: Path) -> Path:
+    """The 12-lead ECG with the positive diagnoses, their probabilities and the lab abnormalities that explain them."""
+    predictions = store.get_predictions(study.id, model_version)
+    if not predictions:
+        raise AgentError(f"study {study.id} has no predictions from model {model_version}")
+    labs = {p.code: p.probability for p in predictions if p.target_kind == TargetKind.LAB}
+    explanations = defaultdict(list)
+    for explanation in store.get_explanations(study.id, model_version):
+        explanations[explanation.diagnosis_code].append(explanation.lab_code)
+    lines = []
+    for p in sorted(predictions, key=lambda p: -p.probability):
+        if p.target_kind != TargetKind.DIAGNOSIS or not p.is_positive:
+            continue
+        why = ", ".join(f"{lab} {labs[lab]:.2f}" for lab in explanations.get(p.code, []))
+        lines.append(f"{p.code}  p={p.probability:.2f}" + (f"   explained by predicted {why}" if why else ""))
+    positive_labs = [
+        f"{p.code} {p.probability:.2f}" for p in predictions if p.target_kind == TargetKind.LAB and p.is_positive
+    ]
+    if positive_labs:
+        lines.append("predicted lab abnormalities: " + ", ".join(positive_labs))
+    if not lines:
+        lines.append("no positive finding")
+    title = f"study {study.id} ({study.study.source} {study.study.source_id}), model {model_version}"
+    return plot_12lead(record, path, title=title, annotations=lines)
