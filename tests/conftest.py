@@ -1,65 +1,38 @@
 """Fixtures shared across the test packages: the real FHIR engine (Medplum behind tests/servers/fhir/server.mjs).
 
 The server needs Node >= 20 and ``npm ci --prefix tests/servers/fhir`` (``make test`` runs it); without its
-node_modules the tests that use it fail with that instruction rather than reaching the network.
+node_modules the tests that use it fail with that instruction rather than reaching the network. The launcher
+lives in scripts/fhir_test_server.py, shared with ``make demo``.
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-import threading
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-FHIR_SERVER_DIR = Path(__file__).resolve().parent / "servers" / "fhir"
-FHIR_SERVER_START_TIMEOUT_S = 60.0
-#: Medplum 5 wants Node 22; on Node 20 the WebSocket global it touches at import is behind this flag.
-NODE_22_MAJOR = 22
+_LAUNCHER = Path(__file__).resolve().parents[1] / "scripts" / "fhir_test_server.py"
 
 
-def _node_command() -> list[str]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not on PATH; the FHIR integration tests need Node >= 20")
-    if not (FHIR_SERVER_DIR / "node_modules").is_dir():
-        pytest.fail(f"{FHIR_SERVER_DIR / 'node_modules'} is missing: run `npm ci --prefix {FHIR_SERVER_DIR}` first")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
-    major = int(re.match(r"v(\d+)", version.strip()).group(1))  # type: ignore[union-attr]
-    flags = ["--experimental-websocket"] if major < NODE_22_MAJOR else []
-    return [node, *flags, str(FHIR_SERVER_DIR / "server.mjs"), "0"]
-
-
-def _read_port(process: subprocess.Popen[str]) -> int:
-    """Wait for the shim's ``listening <port>`` line (read in a thread so a hung start cannot block us)."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    reader.join(FHIR_SERVER_START_TIMEOUT_S)
-    match = re.match(r"listening (\d+)", lines[0]) if lines else None
-    if match is None:
-        process.kill()
-        _, stderr = process.communicate(timeout=10)
-        pytest.fail(f"the FHIR shim did not start within {FHIR_SERVER_START_TIMEOUT_S} s: {stderr[-2000:]}")
-    return int(match.group(1))
+def _launcher():
+    spec = importlib.util.spec_from_file_location("fhir_test_server", _LAUNCHER)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 @pytest.fixture(scope="session")
 def fhir_base_url() -> Iterator[str]:
     """Start the Medplum FHIR shim on a free port; yield its FHIR base URL; stop it."""
-    process = subprocess.Popen(
-        _node_command(), cwd=FHIR_SERVER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    launcher = _launcher()
     try:
-        port = _read_port(process)
-        yield f"http://127.0.0.1:{port}/fhir"
+        server = launcher.fhir_test_server()
+        base_url = server.__enter__()
+    except launcher.FhirServerError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield base_url
     finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        server.__exit__(None, None, None)
