@@ -109,6 +109,7 @@ class TrainConfig:
     batch_size: int = 128
     num_threads: int = 2
     weight_decay: float = 1e-4
+    label_fraction: float = 1.0  # share of training studies whose labels stages 2-3 and the baselines see
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ConfigError(
                 "diagnosis: finetune_encoder needs lab_aux_weight > 0, or the lab heads no longer match the encoder"
             )
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ConfigError(f"label_fraction: must be in (0, 1], got {self.label_fraction}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be at least 2 (batch statistics), got {self.batch_size}")
 

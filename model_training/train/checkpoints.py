@@ -22,10 +22,10 @@ SHARED_KEYS = ("model", "seed", "batch_size", "weight_decay")
 #: The configuration sections each stage's weights depend on.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "pretrain": ("pretrain",),
-    "labs": ("pretrain", "labs"),
-    "diagnosis": ("pretrain", "labs", "diagnosis"),
-    "ecg_only": ("baselines",),
-    "multimodal": ("baselines",),
+    "labs": ("pretrain", "labs", "label_fraction"),
+    "diagnosis": ("pretrain", "labs", "diagnosis", "label_fraction"),
+    "ecg_only": ("baselines", "label_fraction"),
+    "multimodal": ("baselines", "label_fraction"),
 }
 
 

@@ -29,14 +29,16 @@ class CohortTensors:
     observed: Tensor  # float32 [studies, features], 1 where measured
     dx: Tensor  # float32 [studies, codes]
     labs: Tensor  # float32 [studies, targets], NaN unknown
-    splits: dict[str, Tensor]  # "train" | "val" | "test" → int64 row indices
+    splits: dict[str, Tensor]  # "train" | "train_labelled" | "val" | "test" → int64 row indices
     window_samples: int
     scaler: ClinicalScaler  # fitted on the training fold
 
     @classmethod
-    def from_cohort(cls, cohort: Cohort) -> CohortTensors:
+    def from_cohort(cls, cohort: Cohort, *, label_fraction: float = 1.0, seed: int = 0) -> CohortTensors:
+        """``label_fraction`` < 1 keeps the labels of only that (seeded, random) share of the training studies."""
         values, observed = cohort.clinical_inputs()
         splits = {name: torch.as_tensor(cohort.split(name), dtype=torch.int64) for name in ("train", "val", "test")}
+        splits["train_labelled"] = labelled_subset(splits["train"], label_fraction, seed)
         return cls(
             ecg_mv=torch.from_numpy(np.array(cohort.ecg, dtype=np.float32)),  # a copy of the read-only memmap
             values=torch.from_numpy(values.astype(np.float32)),
@@ -69,6 +71,15 @@ class CohortTensors:
             "dx": self.dx[rows],
             "labs": self.labs[rows],
         }
+
+
+def labelled_subset(train_rows: Tensor, fraction: float, seed: int) -> Tensor:
+    """A sorted, seeded random ``fraction`` of ``train_rows`` (all at 1.0), to study how much labelled data matters."""
+    if fraction >= 1.0:
+        return train_rows
+    n_kept = max(2, round(fraction * len(train_rows)))
+    order = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed))
+    return train_rows[order[:n_kept].sort().values]
 
 
 def random_crops(ecg_mv: Tensor, window_samples: int, generator: torch.Generator) -> Tensor:

@@ -35,6 +35,7 @@ class FitSettings:
     weight_decay: float
     progress: bool
     desc: str
+    split: str = "train"  # which rows of CohortTensors.splits to train on
 
 
 @dataclass(slots=True)
@@ -86,7 +87,7 @@ def fit(
 
 
 def _loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, DistributedSampler]:
-    rows = data.splits["train"]
+    rows = data.splits[settings.split]
     # Explicit replicas/rank: the same sampler shards under DDP and shuffles in a single process.
     sampler = DistributedSampler(rows, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=settings.seed,
                                  drop_last=True)  # fmt: skip

@@ -89,7 +89,7 @@ def run_pipeline(
         if ctx.is_main:
             save_config(config, out_dir / CONFIG_FILE)
             _write_run_file(out_dir, data_dir, cohort_dir, cohort)
-        data = CohortTensors.from_cohort(cohort)
+        data = CohortTensors.from_cohort(cohort, label_fraction=config.label_fraction, seed=config.seed)
         models = train_all(config, data, ctx, out_dir / CHECKPOINT_DIR, resume=resume)
         metrics = None
         if ctx.is_main:
@@ -236,7 +236,7 @@ def load_run(out_dir: Path, device: str | None = None) -> tuple[TrainConfig, Coh
         config = dataclasses.replace(config, device=device)
     torch.set_num_threads(config.num_threads)
     cohort = load_cohort(Path(json.loads(run_path.read_text())["cohort_dir"]))
-    data = CohortTensors.from_cohort(cohort)
+    data = CohortTensors.from_cohort(cohort, label_fraction=config.label_fraction, seed=config.seed)
     ctx = DistContext(0, 1, torch.device(config.device))
     models = train_all(config, data, ctx, out_dir / CHECKPOINT_DIR, resume=True, require_checkpoints=True)
     return config, cohort, data, models

@@ -75,9 +75,12 @@ class StageRunner:
         return result
 
     def settings(self, stage: str, epochs: int) -> FitSettings:
+        """Pre-training sees every training study; the labelled stages only ``train_labelled``."""
         config = self.config
+        split = "train" if stage == "pretrain" else "train_labelled"
         return FitSettings(epochs=epochs, batch_size=config.batch_size, seed=self.seed(stage),
-                           weight_decay=config.weight_decay, progress=config.progress, desc=stage)  # fmt: skip
+                           weight_decay=config.weight_decay, progress=config.progress, desc=stage,
+                           split=split)  # fmt: skip
 
     def validator(self, target: str) -> Callable[[nn.Module], float]:
         """Validation macro AUROC of ``target`` ("dx" or "lab") from a task's ``<target>_logits``."""

@@ -46,6 +46,7 @@ def test_values_are_typed():
         ({"labs": {"encoder": "thawed"}}, "labs.encoder"),
         ({"model": {"widths": 8}}, "model.widths: expected a list"),
         ({"batch_size": "big"}, "batch_size: expected int"),
+        ({"label_fraction": 0.0}, r"label_fraction: must be in \(0, 1\]"),
         ({"diagnosis": {"finetune_encoder": True, "lab_aux_weight": 0}}, "lab heads no longer match"),
     ],
 )

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from integrations.ecg import eval_windows as numpy_eval_windows
-from model_training.train.data import random_crops
+from model_training.train.data import labelled_subset, random_crops
 from model_training.train.predict import eval_windows, macro_auroc
 
 
@@ -42,3 +42,20 @@ def test_macro_auroc_skips_single_class_and_unknown_labels():
     labels = np.array([[1, 0, np.nan], [0, 0, 1], [1, 0, np.nan], [0, 0, 0]], dtype=np.float32)
     probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.1, 0.9], [0.8, 0.1, 0.5], [0.1, 0.1, 0.1]])
     assert macro_auroc(labels, probs) == 1.0  # column 1 has one class, column 2 is scored on its two known rows
+
+
+def test_the_labelled_subset_is_a_seeded_sorted_share_of_the_training_rows():
+    rows = torch.arange(100, 200)
+    subset = labelled_subset(rows, 0.2, seed=0)
+    assert len(subset) == 20 and set(subset.tolist()) <= set(rows.tolist())
+    assert subset.tolist() == sorted(subset.tolist())
+    torch.testing.assert_close(subset, labelled_subset(rows, 0.2, seed=0))
+    assert labelled_subset(rows, 1.0, seed=0) is rows
+
+
+def test_pretraining_sees_every_training_study_and_labelled_stages_only_the_share(tiny_dataset):
+    from model_training.data.cohort import load_cohort
+    from model_training.train.data import CohortTensors
+
+    data = CohortTensors.from_cohort(load_cohort(tiny_dataset / "cohort"), label_fraction=0.5, seed=1)
+    assert len(data.splits["train_labelled"]) == round(0.5 * len(data.splits["train"]))
