@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data/sim
 PATIENTS ?= 4000
 SEED ?= 0
+RUN ?= out/demo
 
 .PHONY: demo test lint install clean bench system-deps
 
@@ -41,13 +42,21 @@ $(FHIR_SERVER_STAMP): $(FHIR_SERVER)/package-lock.json | system-deps
 test: lint system-deps $(FHIR_SERVER_STAMP)
 	$(BIN)/pytest
 
-demo: $(STAMP)
+# A simulated hospital night, end to end: simulate → cohort report → train the three stages and both
+# baselines → evaluate → export → FHIR test server with held-out ECGs → register, promote → run-once →
+# summary and one annotated 12-lead PNG. --resume: a second `make demo` reuses the trained stages.
+demo: $(STAMP) $(FHIR_SERVER_STAMP)
 	$(BIN)/ecg-train simulate --patients $(PATIENTS) --seed $(SEED) --out $(DATA)
-	$(BIN)/ecg-train cohort-report $(DATA) --rebuild
+	$(BIN)/ecg-train cohort-report $(DATA)
 	$(BIN)/ecg-train plot-examples --out $(DATA)/examples
+	$(BIN)/ecg-train run --config model_training/configs/demo.yaml --data $(DATA) --out $(RUN) --resume
+	$(BIN)/python scripts/demo.py --data $(DATA) --run $(RUN)
 
-bench: $(STAMP)
+bench: $(STAMP) $(FHIR_SERVER_STAMP)
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/infer.py
+	$(BIN)/python bench/mllp.py
+	$(BIN)/python bench/fhir_throughput.py
 
 clean:
 	rm -rf $(VENV) data out .pytest_cache .ruff_cache $(FHIR_SERVER)/node_modules

@@ -12,6 +12,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -100,7 +101,7 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
         description="Model versions: register an exported artifact, run it in shadow, promote it, roll back. "
         "Every change is audited (actor, time, from → to, reason); see `model history`.",
     )  # fmt: skip
-    model.add_argument("--actor", default=getpass.getuser(), help="who the audit trail names (default: OS user)")
+    model.add_argument("--actor", default=None, help="who the audit trail names (default: the OS user)")
     actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
     register = actions.add_parser("register", help="verify an artifact and copy it into the registry")
     register.add_argument("path", type=Path, help="artifact folder holding model.ts and manifest.json")
@@ -157,8 +158,16 @@ def _db(args: argparse.Namespace, settings: AgentSettings) -> int:
     return 0
 
 
+def _os_user() -> str:
+    # getpass fails for a uid with no account entry (containers run with arbitrary uids).
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"
+
+
 def _model(args: argparse.Namespace, settings: AgentSettings) -> int:
-    registry = _registry(settings, args.actor)
+    registry = _registry(settings, args.actor or _os_user())
     action: Callable[[], int] = {
         "register": lambda: _print_change("registered", registry.register(args.path)),
         "list": lambda: _print_versions(registry.list()),

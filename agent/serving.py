@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.scheduler import build_scheduler
@@ -33,12 +34,21 @@ def serve(settings: AgentSettings, *, config_file: Path | None, secrets_dir: Pat
             name="mllp-listener",
         )
         listener_thread.start()
+    stopping = threading.Event()
+
+    def _stop(*_: object) -> None:
+        # Only a flag here: the scheduler may not be running yet when the signal lands.
+        stopping.set()
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: scheduler.shutdown(wait=False))
-    job = scheduler.get_jobs()
-    log.info("serving: next run %s", job[0].next_run_time if job else "not scheduled")
+        signal.signal(signum, _stop)
+    for job in scheduler.get_jobs():
+        log.info("serving: next run %s (%s)", job.trigger.get_next_fire_time(None, datetime.now(UTC)), job.name)
     try:
-        scheduler.start()  # blocks until shutdown
+        if not stopping.is_set():
+            scheduler.start()  # blocks until shutdown
     finally:
         stop.set()
         if listener_thread is not None:

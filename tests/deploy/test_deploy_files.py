@@ -168,11 +168,6 @@ def test_the_serve_units_database_upgrade_runs_against_the_database_url_credenti
     assert host.database.is_file()  # the credential, not the config's sqlite:////var/lib/..., chose the database
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent/serving.py:39 logs job.next_run_time before scheduler.start(); APScheduler 3 pending jobs have "
-    "no such attribute, so `ecg-agent serve` dies with AttributeError (exit 1) at startup",
-)
 def test_the_serve_unit_starts_serving_and_stops_cleanly_on_sigterm(tmp_path):
     unit = read_unit(SERVE_UNIT)
     host = SystemdHost(tmp_path, unit)
