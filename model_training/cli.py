@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -193,6 +194,9 @@ COMMANDS = {"simulate": _simulate, "cohort-report": _cohort_report, "plot-exampl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before torch loads OpenMP: idle worker threads sleep instead of spinning. On a shared 2-core machine spinning
+    # threads starve each other (measured: 2.3 s vs 0.29 s per training step under load); an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
