@@ -31,6 +31,9 @@ from integrations.store import (
 SAFE_AGREEMENT = 0.90
 #: ... and whose positive rate moves by no more than this, label by label.
 SAFE_POSITIVE_RATE_SHIFT = 0.05
+#: The printout names this many positive diagnoses and lab abnormalities (most probable first); the rest are in SQL.
+REPORT_MAX_DIAGNOSES = 8
+REPORT_MAX_LABS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,17 +198,19 @@ def study_report_png(store: Store, study: StoredStudy, record: EcgRecord, model_
     explanations = defaultdict(list)
     for explanation in store.get_explanations(study.id, model_version):
         explanations[explanation.diagnosis_code].append(explanation.lab_code)
+    ranked = sorted((p for p in predictions if p.is_positive), key=lambda p: -p.probability)
+    diagnoses = [p for p in ranked if p.target_kind == TargetKind.DIAGNOSIS]
     lines = []
-    for p in sorted(predictions, key=lambda p: -p.probability):
-        if p.target_kind != TargetKind.DIAGNOSIS or not p.is_positive:
-            continue
+    for p in diagnoses[:REPORT_MAX_DIAGNOSES]:
         why = ", ".join(f"{lab} {labs[lab]:.2f}" for lab in explanations.get(p.code, []))
         lines.append(f"{p.code}  p={p.probability:.2f}" + (f"   explained by predicted {why}" if why else ""))
-    positive_labs = [
-        f"{p.code} {p.probability:.2f}" for p in predictions if p.target_kind == TargetKind.LAB and p.is_positive
-    ]
+    if len(diagnoses) > REPORT_MAX_DIAGNOSES:
+        lines.append(f"... and {len(diagnoses) - REPORT_MAX_DIAGNOSES} more positive diagnoses (see the store)")
+    positive_labs = [f"{p.code} {p.probability:.2f}" for p in ranked if p.target_kind == TargetKind.LAB]
     if positive_labs:
-        lines.append("predicted lab abnormalities: " + ", ".join(positive_labs))
+        more = len(positive_labs) - REPORT_MAX_LABS
+        lines.append("predicted lab abnormalities: " + ", ".join(positive_labs[:REPORT_MAX_LABS])
+                     + (f" (+{more})" if more > 0 else ""))  # fmt: skip
     if not lines:
         lines.append("no positive finding")
     title = f"study {study.id} ({study.study.source} {study.study.source_id}), model {model_version}"
