@@ -184,3 +184,13 @@ def test_a_search_on_an_identifier_answers_in_medplums_order_and_pages(fhir_clie
     first_page = fhir_client.search_pages("Device", {"identifier": f"{SYSTEM}|{value}", "_count": "2"})
 
     assert [entry["resource"]["id"] for page in first_page for entry in page.get("entry", [])] == ids
+
+
+def test_other_forms_of_if_none_exist_are_still_medplums_scan_with_the_same_answer(fhir_client, value):
+    first = fhir_client.create(device(value), if_none_exist=query(value))
+
+    either = urlencode({"identifier": f"{SYSTEM}|{value}-other,{SYSTEM}|{value}"})
+    by_value_only = urlencode({"identifier": value})
+
+    assert fhir_client.create(device(value), if_none_exist=either).resource["id"] == first.resource["id"]
+    assert fhir_client.create(device(value), if_none_exist=by_value_only).resource["id"] == first.resource["id"]

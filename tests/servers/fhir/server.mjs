@@ -162,7 +162,8 @@ class IndexedMemoryRepository extends MemoryRepository {
     let entry = candidates.map((resource) => ({ search: { mode: 'match' }, resource: deepClone(resource) }));
     if (searchRequest.offset !== undefined) entry = entry.slice(searchRequest.offset);
     if (searchRequest.count !== undefined) entry = entry.slice(0, searchRequest.count);
-    return { resourceType: 'Bundle', type: 'searchset', entry: entry.length ? entry : undefined, total: candidates.length };
+    const total = candidates.length;
+    return { resourceType: 'Bundle', type: 'searchset', entry: entry.length ? entry : undefined, total };
   }
 
   forget(resourceType, id) {
