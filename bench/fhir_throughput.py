@@ -6,9 +6,9 @@ Needs Node and ``npm ci --prefix tests/servers/fhir``. Measures, on one machine 
 its cores): seeding ECG Observations (encode + validate + POST), the incremental pull (HTTP + JSON +
 decode, ECG/s), decoding alone (MB/s of SampledData ``data`` text, per encoding), and write-back of
 findings as transaction Bundles (Observations/s, first write and an idempotent repeat), on the empty
-server and with the ECGs stored. Medplum's MemoryRepository answers each conditional create by scanning
-every stored resource of the type with FHIRPath, so the server-side rate depends on how much it holds;
-the client's own cost (build + R4 validation) is reported apart as ``writeback_client_side``.
+server and with the ECGs stored. The shim indexes ``identifier=system|value``, so conditional creates no
+longer slow down as the server fills; searches by ``code`` (the pull) still scan what the server holds.
+The client's own cost (build + R4 validation) is reported apart as ``writeback_client_side``.
 """
 
 from __future__ import annotations
