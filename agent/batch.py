@@ -190,13 +190,12 @@ def _process_batch(
     scored = _score_each(store, to_score, active, scoring, report)
     records = {study.id: record for study, record in to_score}
     shadow_scores = [_score_shadow(scored, records, model, scoring, report) for model in shadows]
-    with store.transaction() as unit:
+    predictions = [p for study, result in scored for p in _predictions(study.id, result)]
+    predictions += [p for shadow in shadow_scores for study_id, r in shadow.items() for p in _predictions(study_id, r)]
+    with store.transaction() as unit:  # the batch's results, outbox rows and statuses commit together
+        unit.put_predictions(predictions)
+        unit.put_explanations([e for study, result in scored for e in _explanations(study.id, result)])
         for study, result in scored:
-            unit.put_predictions(_predictions(study.id, result))
-            unit.put_explanations(_explanations(study.id, result))
-            for shadow in shadow_scores:
-                if study.id in shadow:
-                    unit.put_predictions(_predictions(study.id, shadow[study.id]))
             for sink in sinks:
                 if sink.accepts(study):
                     unit.enqueue_outbox(_outbox_message(sink.destination, study, result, active))

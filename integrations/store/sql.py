@@ -11,9 +11,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from integrations.store.errors import StoreError, StoreIntegrityError, StoreNotFoundError, StoreUnavailableError
 
-#: Rows per multi-row INSERT: one statement per chunk, well under SQLite's 32766 bound parameters.
-ROWS_PER_INSERT = 500
-
 
 @contextmanager
 def translated(record: str, engine: sa.Engine, connection: sa.Connection | None) -> Iterator[sa.Connection]:
@@ -56,14 +53,18 @@ def insert_new(connection: sa.Connection, table: sa.Table, row: Mapping[str, Any
 def insert_new_rows(
     connection: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], key: tuple[str, ...]
 ) -> int:
-    """Multi-row INSERT ... ON CONFLICT (key) DO NOTHING, in chunks; returns how many rows were inserted."""
-    inserted = 0
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = [dict(row) for row in rows[start : start + ROWS_PER_INSERT]]
-        statement = dialect_insert(connection, table).values(chunk).on_conflict_do_nothing(index_elements=list(key))
-        # RETURNING rather than rowcount: psycopg reports -1 for this INSERT through SQLAlchemy 2.1.
-        inserted += len(connection.execute(statement.returning(*table.primary_key.columns)).all())
-    return inserted
+    """INSERT ... ON CONFLICT (key) DO NOTHING for many rows; returns how many were inserted.
+
+    One statement with the rows as parameters, not the rows inlined as VALUES: the statement is
+    compiled once and cached, and SQLAlchemy's "insertmanyvalues" batches it (inlining 127
+    predictions per study cost ~20 ms of SQL compilation each).
+    """
+    if not rows:
+        return 0
+    statement = dialect_insert(connection, table).on_conflict_do_nothing(index_elements=list(key))
+    # RETURNING rather than rowcount: psycopg reports -1 for this INSERT through SQLAlchemy 2.1.
+    returned = connection.execute(statement.returning(*table.primary_key.columns), [dict(row) for row in rows])
+    return len(returned.all())
 
 
 def update_one(connection: sa.Connection, table: sa.Table, row_id: int, values: Mapping[str, Any], name: str) -> None:
