@@ -37,7 +37,11 @@ from sklearn.metrics import average_precision_score
 
 MODEL_NAMES: tuple[str, ...] = ("ecg_only", "ours", "multimodal")
 CI_LEVEL = 0.95
-THRESHOLD_RULE = "max_f1_on_validation"
+THRESHOLD_RULE = "max_f1_on_validation_calling_at_most_3x_prevalence"
+#: A label the model barely separates would otherwise be called in nearly everyone: "all positive" has
+#: F1 = 2p / (1 + p), which beats every real cut of a weak score, and writes noise into every chart.
+#: Operating points are therefore chosen among those calling at most this many times the label's prevalence.
+MAX_CALLED_PER_POSITIVE = 3.0
 FALLBACK_THRESHOLD = 0.5
 METRICS_FILE = "metrics.json"
 
@@ -194,7 +198,8 @@ def macro_average(per_label: np.ndarray) -> np.ndarray:
 
 
 def max_f1_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """The score that maximises F1 when predicting ``score >= threshold``; NaN labels ignored."""
+    """The score that maximises F1 when predicting ``score >= threshold``, among thresholds that call at most
+    ``MAX_CALLED_PER_POSITIVE`` times as many studies as are positive; NaN labels ignored."""
     known = ~np.isnan(y_true.astype(np.float64))
     y, score = y_true[known].astype(np.float64), y_score[known]
     n_positive = y.sum()
@@ -206,6 +211,7 @@ def max_f1_threshold(y_true: np.ndarray, y_score: np.ndarray) -> float:
     cut = np.r_[np.flatnonzero(np.diff(sorted_score)), len(sorted_score) - 1]
     predicted = cut + 1.0
     f1 = 2.0 * true_positives[cut] / (predicted + n_positive)
+    f1[predicted > MAX_CALLED_PER_POSITIVE * n_positive] = -1.0  # never chosen while a narrower cut exists
     return float(sorted_score[cut[int(np.argmax(f1))]])
 
 

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from model_training.evaluate import (
     FALLBACK_THRESHOLD,
     METRICS_FILE,
+    THRESHOLD_RULE,
     ModelScores,
     OperatingThresholds,
     RunPredictions,
@@ -180,11 +181,20 @@ def test_thresholds_maximise_f1_on_validation(run):
     assert max_f1_threshold(np.zeros(5), np.arange(5.0)) == FALLBACK_THRESHOLD
     predictions, metrics, _ = run
     thresholds = OperatingThresholds.from_metrics(metrics, "ours")
-    assert thresholds.rule == "max_f1_on_validation"
+    assert thresholds.rule == THRESHOLD_RULE
     assert set(thresholds.diagnosis) == set(predictions.dx_codes) and set(thresholds.labs) == set(
         predictions.lab_targets
     )
     assert metrics["thresholds"]["ecg_only"]["labs"] == {}
+
+
+def test_a_label_the_model_cannot_separate_is_not_called_in_everyone():
+    # A useless score: plain max-F1 would call all 1,000 studies positive (F1 = 2p / (1 + p)).
+    rng = np.random.default_rng(0)
+    y = (rng.random(1000) < 0.05).astype(float)
+    score = rng.random(1000)
+    threshold = max_f1_threshold(y, score)
+    assert (score >= threshold).sum() <= 3 * y.sum()
 
 
 def test_the_full_size_bootstrap_is_fast(tmp_path):
