@@ -72,11 +72,21 @@ class EcgScoringModule(nn.Module):
 
     def _windows(self, signal: Tensor) -> tuple[Tensor, int]:
         """``[B, 12, T]`` → ``[B * n, 12, window_samples]``, windows of one study adjacent."""
-        batch, leads, samples = signal.size(0), signal.size(1), signal.size(2)
-        n_windows = samples // self.window_samples
-        used = signal[:, :, : n_windows * self.window_samples]
-        per_window = used.reshape(batch, leads, n_windows, self.window_samples).permute(0, 2, 1, 3)
-        return per_window.reshape(batch * n_windows, leads, self.window_samples), n_windows
+        per_window = split_windows(signal, self.window_samples)
+        n_windows = per_window.size(1)
+        return per_window.reshape(signal.size(0) * n_windows, signal.size(1), self.window_samples), n_windows
+
+
+def split_windows(ecg_mv: Tensor, window_samples: int) -> Tensor:
+    """``[B, leads, T]`` → ``[B, n, leads, window_samples]``: non-overlapping windows, the remainder dropped.
+
+    The one windowing of evaluation and serving (training's validation uses it too), the torch twin of
+    :func:`integrations.ecg.eval_windows`.
+    """
+    batch, leads, samples = ecg_mv.size(0), ecg_mv.size(1), ecg_mv.size(2)
+    n_windows = samples // window_samples
+    used = ecg_mv[:, :, : n_windows * window_samples]
+    return used.reshape(batch, leads, n_windows, window_samples).permute(0, 2, 1, 3)
 
 
 def _mean_over_windows(values: Tensor, batch: int, n_windows: int) -> Tensor:

@@ -1,8 +1,8 @@
 """Predictions on whole 10 s ECGs: non-overlapping 2.5 s windows, probabilities averaged per study.
 
 Used for validation during training (model selection) and for the multimodal baseline,
-which the served ECG-only scoring module cannot run. The windows are exactly those of
-:func:`integrations.ecg.eval_windows`, and averaging probabilities (not logits) matches
+which the served ECG-only scoring module cannot run. The windows come from the scoring module's own
+:func:`model_training.scoring.split_windows`, and averaging probabilities (not logits) matches
 :class:`model_training.scoring.EcgScoringModule`; a test holds the two together.
 """
 
@@ -15,15 +15,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
+from model_training.scoring import split_windows
 from model_training.train.data import Batch, CohortTensors, to_device
-
-
-def eval_windows(ecg_mv: Tensor, window_samples: int) -> Tensor:
-    """[B, leads, samples] → [B, n_windows, leads, window_samples], the trailing remainder dropped."""
-    n_studies, n_leads, n_samples = ecg_mv.shape
-    n_windows = n_samples // window_samples
-    used = ecg_mv[..., : n_windows * window_samples]
-    return used.reshape(n_studies, n_leads, n_windows, window_samples).transpose(1, 2)
 
 
 @torch.no_grad()
@@ -41,7 +34,7 @@ def window_probabilities(
     """
     outputs = []
     for chunk in rows.split(batch_size):
-        windows = eval_windows(data.ecg_mv[chunk], data.window_samples)
+        windows = split_windows(data.ecg_mv[chunk], data.window_samples)
         n_studies, n_windows = windows.shape[:2]
         batch = {
             "ecg": windows.reshape(n_studies * n_windows, *windows.shape[2:]),

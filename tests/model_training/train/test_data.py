@@ -4,8 +4,9 @@ import numpy as np
 import torch
 
 from integrations.ecg import eval_windows as numpy_eval_windows
+from model_training.scoring import split_windows
 from model_training.train.data import labelled_subset, random_crops
-from model_training.train.predict import eval_windows, macro_auroc
+from model_training.train.predict import macro_auroc
 
 
 def test_a_random_crop_is_one_contiguous_window_at_the_same_start_on_every_lead():
@@ -32,7 +33,7 @@ def test_random_crops_are_reproducible_for_a_seed():
 
 def test_evaluation_windows_match_the_shared_numpy_function():
     ecg = np.random.default_rng(0).normal(size=(2, 12, 1010)).astype(np.float32)
-    windows = eval_windows(torch.from_numpy(ecg), 250)
+    windows = split_windows(torch.from_numpy(ecg), 250)
     assert windows.shape == (2, 4, 12, 250)
     for study in range(2):
         np.testing.assert_array_equal(windows[study].numpy(), numpy_eval_windows(ecg[study], 250))
