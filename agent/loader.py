@@ -71,27 +71,41 @@ class ModelLoader:
         return loaded
 
     def _load(self, model: ModelVersion, refusals: list[str]) -> LoadedModel | None:
-        model_file = Path(model.path) / MODEL_FILE
         try:
-            actual = sha256_hex(model_file.read_bytes())
-        except OSError as exc:
-            refusals.append(f"version {model.version}: {model_file} cannot be read ({exc.strerror or exc})")
-            return None
-        if actual != model.sha256:
-            refusals.append(
-                f"version {model.version}: {model_file} sha256 {actual[:12]} does not match the registered "
-                f"{model.sha256[:12]} (tampered or replaced)"
-            )
+            loaded = load_registered(model, map_location=self._map_location, cached=self._cache.get(model.version))
+        except ArtifactRefused as exc:
+            refusals.append(f"version {model.version}: {exc}")
             self._cache.pop(model.version, None)
             return None
-        cached = self._cache.get(model.version)
-        if cached is not None and cached.sha256 == actual:
-            return cached
-        try:
-            artifact = load_artifact(Path(model.path), map_location=self._map_location)
-        except ArtifactError as exc:
-            refusals.append(f"version {model.version}: {exc}")
-            return None
-        loaded = LoadedModel(version=model.version, sha256=actual, artifact=artifact)
         self._cache[model.version] = loaded
         return loaded
+
+
+class ArtifactRefused(Exception):
+    """A registered artifact that must not serve; the message says why (unreadable, tampered, invalid)."""
+
+
+def load_registered(
+    model: ModelVersion, *, map_location: str = "cpu", cached: LoadedModel | None = None
+) -> LoadedModel:
+    """Re-hash the registry copy against the sha256 recorded at registration, then load and verify it.
+
+    ``cached`` is reused when the file still hashes to it, so a run does not re-load an unchanged model.
+    """
+    model_file = Path(model.path) / MODEL_FILE
+    try:
+        actual = sha256_hex(model_file.read_bytes())
+    except OSError as exc:
+        raise ArtifactRefused(f"{model_file} cannot be read ({exc.strerror or exc})") from exc
+    if actual != model.sha256:
+        raise ArtifactRefused(
+            f"{model_file} sha256 {actual[:12]} does not match the registered {model.sha256[:12]} "
+            "(tampered or replaced)"
+        )
+    if cached is not None and cached.sha256 == actual:
+        return cached
+    try:
+        artifact = load_artifact(Path(model.path), map_location=map_location)
+    except ArtifactError as exc:
+        raise ArtifactRefused(str(exc)) from exc
+    return LoadedModel(version=model.version, sha256=actual, artifact=artifact)

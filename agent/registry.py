@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import RegistryError
+from agent.loader import ArtifactRefused, load_registered
 from integrations.store import ModelAuditEntry, ModelState, ModelVersion, Store
 from model_training.artifact import MANIFEST_FILE, MODEL_FILE, Artifact, ArtifactError, load_artifact, sha256_hex
 
@@ -114,18 +115,9 @@ class ModelRegistry:
             raise RegistryError(f"version {model.version} refused: {result.reason}")
 
     def _verify(self, model: ModelVersion) -> VerifyResult:
-        model_file = Path(model.path) / MODEL_FILE
         try:
-            actual = sha256_hex(model_file.read_bytes())
-        except OSError as exc:
-            return VerifyResult(model.version, False, f"{model_file} cannot be read: {exc.strerror or exc}")
-        if actual != model.sha256:
-            return VerifyResult(
-                model.version, False, f"{model_file} sha256 {actual[:12]} != registered {model.sha256[:12]} (tampered?)"
-            )
-        try:
-            load_artifact(Path(model.path))
-        except ArtifactError as exc:
+            load_registered(model)
+        except ArtifactRefused as exc:
             return VerifyResult(model.version, False, str(exc))
         return VerifyResult(model.version, True, "sha256 and manifest verified")
 
