@@ -276,14 +276,24 @@ def _refuse(
     store: Store, study: StoredStudy, origin: str, reason: str, report: RunReport, *, outcome: str = "quarantined"
 ) -> None:
     key = study.study
-    entry = QuarantineEntry(
-        kind="ecg", origin=origin, reason=reason, raw_ref=f"{key.source}:{key.source_id}@{key.source_version}"
-    )
+    entry = QuarantineEntry(kind="ecg", origin=origin, reason=reason, raw_ref=study_ref(key))
     with store.transaction() as unit:
         unit.add_quarantine(entry)
         unit.set_study_status(study.id, StudyStatus.FAILED, error=reason)
     report.counts[outcome] += 1
     log.warning("quarantined %s: %s", entry.raw_ref, reason)
+
+
+def study_ref(study: EcgStudy) -> str:
+    """How a quarantined ECG names its study: ``source:source_id@source_version``."""
+    return f"{study.source}:{study.source_id}@{study.source_version}"
+
+
+def parse_study_ref(ref: str) -> tuple[str, str, str]:
+    """(source, source_id, source_version) of a :func:`study_ref`."""
+    source, _, rest = ref.partition(":")
+    source_id, _, version = rest.rpartition("@")
+    return source, source_id, version
 
 
 def _quarantine(store: Store, item: RejectedItem, report: RunReport) -> None:

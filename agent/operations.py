@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.batch import parse_study_ref
 from agent.errors import AgentError
 from integrations.ecg import EcgRecord
 from integrations.ecg_plot import plot_12lead
@@ -91,8 +92,7 @@ def retry_quarantined(store: Store, quarantine_id: int) -> RetryResult:
 
 def _retry_study(store: Store, entry: StoredQuarantineEntry) -> RetryResult:
     """An ECG that failed validation or scoring: back to ``new``; its source hands it out again."""
-    source, _, rest = entry.entry.raw_ref.partition(":")
-    source_id, _, version = rest.rpartition("@")
+    source, source_id, version = parse_study_ref(entry.entry.raw_ref)
     study = store.get_study(source, source_id, version)
     if study is None:
         raise AgentError(f"quarantine entry {entry.id} names study {entry.entry.raw_ref}, which is not in the store")
