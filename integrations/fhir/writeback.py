@@ -15,7 +15,7 @@ in R4, ``hasMember`` makes the parent a grouping (a panel whose members are its 
 reads: the diagnosis probability is supported by these predicted labs. It also keeps every input of a
 finding, the ECG and the labs, in one list that consumers already follow for provenance.
 
-Each Observation carries ``meta.security`` AIAST (AI-asserted), status ``preliminary``, the probability
+Each Observation carries ``meta.security`` AIAST (AI-asserted), status ``preliminary`` (configurable), the probability
 as a ``valueQuantity`` with unit ``1``, interpretation POS/NEG (diagnoses) or H/L (labs; NEG when a
 lab abnormality is predicted absent, since "not high" is not "normal"), ``derivedFrom`` the ECG and
 ``device`` the model Device. The codes come from the caller (the model manifest): this package
@@ -24,15 +24,18 @@ imports nothing of ours, hence the input dataclasses below.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
 
 from integrations.fhir.client import FhirClient
-from integrations.fhir.errors import FhirProtocolError
+from integrations.fhir.errors import FhirProtocolError, FhirResourceInvalidError
 from integrations.fhir.validation import validate_r4
 
 DEFAULT_FINDING_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:finding"
@@ -46,9 +49,17 @@ PREDICTED_FROM_ECG = "predicted from ECG"
 _TOKEN_UNSAFE = frozenset("|,\\$")
 #: Namespace for the urn:uuid fullUrls, so a rebuilt Bundle is byte-identical.
 _URN_NAMESPACE = uuid.UUID("6f1f7c1e-3f0e-4a53-9d1c-2f3f0a1b5c7d")
+#: R4 ``id``: what the ECG Observation's id must be, so the identifiers and references built from it are valid.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+#: Placeholders for the per-ECG values when a resource's shape is validated (see :func:`_validate_shape`).
+_PLACEHOLDER_STRING = "x"
+_PLACEHOLDER_REFERENCE = "Observation/x"
+_PLACEHOLDER_DATETIME = "2000-01-01T00:00:00+00:00"
+_PLACEHOLDER_PROBABILITY = 0.5
 
 FindingKind = Literal["diagnosis", "lab"]
 LabDirection = Literal["high", "low"]
+ObservationStatus = Literal["preliminary", "final"]
 Json = dict[str, Any]
 
 
@@ -99,6 +110,15 @@ class EcgReference:
     subject_reference: str | None
     effective_at: datetime
 
+    def __post_init__(self) -> None:
+        # These values vary per ECG and are not validated with the resource's shape: check them here.
+        if not _FHIR_ID.fullmatch(self.observation_id):
+            raise ValueError(f"ECG Observation id {self.observation_id!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})")
+        if self.subject_reference is not None and (
+            not self.subject_reference or self.subject_reference != self.subject_reference.strip()
+        ):
+            raise ValueError(f"subject reference {self.subject_reference!r} is empty or padded with whitespace")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriteBackConfig:
@@ -111,6 +131,8 @@ class WriteBackConfig:
     finding_identifier_system: str = DEFAULT_FINDING_IDENTIFIER_SYSTEM
     device_identifier_system: str = DEFAULT_DEVICE_IDENTIFIER_SYSTEM
     max_transaction_entries: int = DEFAULT_MAX_TRANSACTION_ENTRIES
+    #: ``preliminary`` until a clinician confirms, the safe default for AI output; ``final`` where policy says so.
+    observation_status: ObservationStatus = "preliminary"
 
     def __post_init__(self) -> None:
         if self.max_transaction_entries < 1:
@@ -153,7 +175,7 @@ class _BundleBuilder:
 def build_writeback_bundle(
     ecg: EcgReference, model: ModelInfo, findings: Sequence[Finding], *, config: WriteBackConfig | None = None
 ) -> Json:
-    """The transaction Bundle for one ECG's findings, every resource validated as R4."""
+    """The transaction Bundle for one ECG's findings, every resource validated as R4 (see :func:`_validate_shape`)."""
     builder = _build(ecg, model, findings, config or WriteBackConfig())
     return _transaction(builder.entries)
 
@@ -197,7 +219,7 @@ def _build(ecg: EcgReference, model: ModelInfo, findings: Sequence[Finding], con
         explained_by = [lab_urns[target] for target in finding.explained_by]
         builder.entries.append(_finding_entry(builder, finding, device_urn, explained_by))
     for entry in builder.entries:
-        validate_r4(entry.resource, entry.name)
+        _validate_shape(entry.resource, entry.name)
     return builder
 
 
@@ -236,7 +258,7 @@ def _finding_entry(builder: _BundleBuilder, finding: Finding, device_urn: str, e
             "security": [{"system": SECURITY_SYSTEM, "code": "AIAST", "display": "Artificial Intelligence asserted"}]
         },
         "identifier": [{"system": system, "value": identifier}],
-        "status": "preliminary",
+        "status": builder.config.observation_status,
         "code": {"coding": [{"system": finding.system, "code": finding.code, "display": finding.display}]},
         "effectiveDateTime": _fhir_datetime(ecg.effective_at),
         "valueQuantity": {"value": round(finding.probability, 6), "unit": "1", "system": UCUM_SYSTEM, "code": "1"},
@@ -277,7 +299,7 @@ def _transaction(entries: list[_Entry]) -> Json:
             for entry in entries
         ],
     }
-    validate_r4(bundle, "write-back transaction Bundle")
+    _validate_shape(bundle, "write-back transaction Bundle")
     return bundle
 
 
@@ -342,3 +364,44 @@ def _check_token_safe(what: str, value: str) -> None:
 def _fhir_datetime(moment: datetime) -> str:
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return aware.isoformat()
+
+
+def _validate_shape(resource: Json, resource_name: str) -> None:
+    """Validate ``resource`` as R4 once per shape: its content with the per-ECG values set to placeholders.
+
+    Full R4 validation costs about half a millisecond per Observation, more than scoring the ECG, and a
+    night's write-back is thousands of resources built from a few dozen shapes (one per target and
+    model version). Everything but the per-ECG values (ids, subject, time, probability, references)
+    comes from the manifest and this module, so a shape that validated once stays valid; the per-ECG
+    values are checked where they enter (:class:`EcgReference`, :class:`Finding`) and have fixed formats
+    by construction (FHIR ids, ``isoformat`` of an aware time, a rounded float in [0, 1]).
+    """
+    try:
+        _validate_shape_json(json.dumps(_shape_of(resource), sort_keys=True))
+    except FhirResourceInvalidError:
+        validate_r4(resource, resource_name)  # the error, naming the resource and its real values
+        raise
+
+
+@lru_cache(maxsize=4096)
+def _validate_shape_json(shape: str) -> None:
+    validate_r4(json.loads(shape), "resource shape")
+
+
+def _shape_of(resource: Json) -> Json:
+    if resource["resourceType"] == "Bundle":
+        # The envelope only: its resources were validated when they were built (:func:`_build`).
+        requests = {json.dumps({**entry["request"], "ifNoneExist": _PLACEHOLDER_STRING}) for entry in resource["entry"]}
+        entries = [{"fullUrl": _PLACEHOLDER_REFERENCE, "request": json.loads(request)} for request in sorted(requests)]
+        return {**resource, "entry": entries}
+    if resource["resourceType"] != "Observation":
+        return resource  # the Device: one per model version, nothing per ECG
+    shape = dict(resource)
+    shape["identifier"] = [{**identifier, "value": _PLACEHOLDER_STRING} for identifier in resource["identifier"]]
+    shape["effectiveDateTime"] = _PLACEHOLDER_DATETIME
+    shape["valueQuantity"] = {**resource["valueQuantity"], "value": _PLACEHOLDER_PROBABILITY}
+    shape["device"] = {"reference": _PLACEHOLDER_REFERENCE}
+    shape["derivedFrom"] = [{"reference": _PLACEHOLDER_REFERENCE} for _ in resource["derivedFrom"]]
+    if "subject" in resource:
+        shape["subject"] = {"reference": _PLACEHOLDER_REFERENCE}
+    return shape

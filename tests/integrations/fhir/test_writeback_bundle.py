@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
 
 from integrations.fhir import EcgReference, Finding, ModelInfo, build_writeback_bundle
+from integrations.fhir.errors import FhirResourceInvalidError
+from integrations.fhir.writeback import WriteBackConfig
 
 ECG = EcgReference(
     observation_id="ecg-42", subject_reference="Patient/p7", effective_at=datetime(2024, 5, 1, 8, 30, tzinfo=UTC)
@@ -130,3 +133,26 @@ def test_findings_refuse_what_would_make_a_wrong_observation(changes, message):
 def test_a_model_version_with_a_search_separator_is_refused():
     with pytest.raises(ValueError, match="model version"):
         ModelInfo(name="m", version="1,2", sha256="0" * 64)
+
+
+def test_a_finding_that_is_not_valid_r4_is_refused_every_time_naming_its_observation():
+    # Validation is cached per shape; a shape that failed is not cached, so each write is refused again.
+    bad_display = Finding(target="k_high", kind="lab", code="2823-3", system="http://loinc.org", display="",
+                          probability=0.5, positive=True, lab_direction="high")  # fmt: skip
+    for _ in range(2):
+        with pytest.raises(FhirResourceInvalidError, match=re.escape("ecg-42/2.0.1/k_high")):
+            build_writeback_bundle(ECG, MODEL, [bad_display])
+
+
+def test_a_shape_validated_once_still_checks_the_values_of_each_ecg():
+    build_writeback_bundle(ECG, MODEL, [LAB])
+    with pytest.raises(ValueError, match="not a FHIR id"):
+        EcgReference(observation_id="ecg 43", subject_reference=None, effective_at=ECG.effective_at)
+    with pytest.raises(ValueError, match="whitespace"):
+        EcgReference(observation_id="ecg-43", subject_reference=" Patient/p7", effective_at=ECG.effective_at)
+
+
+def test_findings_are_preliminary_unless_the_site_configures_final():
+    final = build_writeback_bundle(ECG, MODEL, [LAB], config=WriteBackConfig(observation_status="final"))
+    observations = [e["resource"] for e in final["entry"] if e["resource"]["resourceType"] == "Observation"]
+    assert [o["status"] for o in observations] == ["final"]
