@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from agent.batch import Pulled, PulledEcg, RejectedItem
 from agent.errors import AgentError
+from agent.read_ahead import read_ahead
 from integrations.ecg import EcgRecord
 from integrations.fhir.client import FhirClient
 from integrations.fhir.ecg_mapping import observation_to_ecg
 from integrations.fhir.errors import InvalidEcgObservation
 from integrations.fhir.pull import EcgPullConfig, pull_ecgs
 from integrations.fhir.pull import PulledEcg as FhirPulledEcg
-from integrations.fhir.writeback import EcgReference, ModelInfo, write_back
+from integrations.fhir.writeback import EcgReference, ModelInfo, WriteBackConfig, write_back
 from integrations.fhir.writeback import Finding as FhirFinding
 from integrations.hl7.client import MllpClient
 from integrations.hl7.ecg_oru import decode_ecg_oru
@@ -55,7 +56,9 @@ class FhirEcgSource:
 
     def pull(self) -> Iterator[Pulled]:
         yield from self._requeued()
-        for item in pull_ecgs(self._client, since=self._start(), config=self._config):
+        # Pages are fetched and decoded one page ahead, while the run's thread scores the previous one.
+        pulled = pull_ecgs(self._client, since=self._start(), config=self._config)
+        for item in read_ahead(pulled, depth=self._config.page_size, name="fhir pull"):
             version = item.version
             if isinstance(item, FhirPulledEcg):
                 record = item.record
@@ -172,17 +175,27 @@ class WfdbFolderSource:
 
 
 class ManifestIndex:
-    """Manifest codes by model version, read from the registry rows (a sink may send an older version's results)."""
+    """Manifest codes by model version, read from the registry rows (a sink may send an older version's results).
+
+    Shared by the sinks' worker threads: each version is read from the store once, under a lock.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._labels = cache(self._load)
+        self._by_version: dict[str, tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
 
     def diagnosis(self, version: str, code: str) -> dict[str, Any]:
         return self._labels(version)[0][code]
 
     def lab(self, version: str, name: str) -> dict[str, Any]:
         return self._labels(version)[1][name]
+
+    def _labels(self, version: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        with self._lock:
+            if version not in self._by_version:
+                self._by_version[version] = self._load(version)
+            return self._by_version[version]
 
     def _load(self, version: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         model = self._store.get_model_version(version)
@@ -213,8 +226,17 @@ class FhirResultSink:
 
     destination = "fhir"
 
-    def __init__(self, client: FhirClient, manifests: ManifestIndex) -> None:
+    def __init__(
+        self,
+        client: FhirClient,
+        manifests: ManifestIndex,
+        *,
+        config: WriteBackConfig | None = None,
+        max_in_flight: int = 1,
+    ) -> None:
         self._client, self._manifests = client, manifests
+        self._config = config or WriteBackConfig()
+        self.max_in_flight = max_in_flight
 
     def accepts(self, study: StoredStudy) -> bool:
         return study.study.source == FHIR_SOURCE
@@ -232,6 +254,7 @@ class FhirResultSink:
             ecg,
             ModelInfo(name=model["name"], version=model["version"], sha256=model["sha256"]),
             findings,
+            config=self._config,
         )
 
     def _finding(self, version: str, finding: dict[str, Any], payload: dict[str, Any]) -> FhirFinding:
@@ -262,6 +285,7 @@ class Hl7ResultSink:
     """
 
     destination = "hl7"
+    max_in_flight = 1  # one connection, results in the order they were scored
 
     def __init__(self, client_factory: type[MllpClient] | Any, manifests: ManifestIndex) -> None:
         self._client_factory, self._manifests = client_factory, manifests

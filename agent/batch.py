@@ -6,8 +6,9 @@ The steps, in order (the README's diagram)::
                │                                                    predictions, explanations,
                └─► quarantine (reason)                              outbox rows, study status
     ─► source.done(batch)  (watermark / inbox status advance only after that commit)
-    ─► drain the outbox through the sinks (idempotent receivers: exactly-once effect)
-    ─► run row with counts per outcome
+    ─► the batch's outbox rows go to the sinks while the next batch is collected
+       (worker threads; idempotent receivers: exactly-once effect)
+    ─► once every source is read: the rest of the outbox, then the run row with counts per outcome
 
 Crash safety comes from the order: nothing is acknowledged to a source before its
 results are committed, and every write is idempotent (unique predictions, unique
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
@@ -93,13 +95,18 @@ class ResultSink(Protocol):
     """Where results go back to: FHIR Observations, HL7 ORU^R01."""
 
     destination: str
+    #: Deliveries this sink may have under way at once (worker threads); 1 keeps them in order.
+    max_in_flight: int
 
     def accepts(self, study: StoredStudy) -> bool:
         """Whether results for ``study`` go to this destination (e.g. FHIR only for ECGs that came from FHIR)."""
         ...
 
     def send(self, payload: dict[str, Any]) -> None:
-        """Deliver one study's results; must be idempotent (a retry after a crash sends the same payload)."""
+        """Deliver one study's results; must be idempotent (a retry after a crash sends the same payload).
+
+        Called from worker threads, up to ``max_in_flight`` at once.
+        """
         ...
 
 
@@ -133,9 +140,10 @@ def run_once(
     try:
         if active is None:
             raise _RunAborted("no verified active model: " + "; ".join(models.refusals))
-        for source in sources:
-            _collect(store, source, active, models.shadows, sinks, scoring, report, progress)
-        _drain_outbox(store, sinks, report)
+        with _Deliveries(store, sinks, report) as deliveries:
+            for source in sources:
+                _collect(store, source, active, models.shadows, sinks, scoring, report, progress, deliveries)
+            deliveries.finish()
     except (_RunAborted, IntegrationError) as exc:
         report.problems.append(str(exc))
         store.finish_run(run.id, RunStatus.FAILED, report.counts, error=str(exc))
@@ -158,11 +166,13 @@ def _collect(
     scoring: ScoringSettings,
     report: RunReport,
     progress: bool,
+    deliveries: _Deliveries,
 ) -> None:
     items = tqdm(source.pull(), desc=f"score {source.name}", unit="ecg", disable=not progress)
     for batch in _batches(items, scoring.batch_size):
         _process_batch(store, batch, active, shadows, sinks, scoring, report)
         source.done(batch)
+        deliveries.pump()
 
 
 def _batches(items: Iterable[Pulled], size: int) -> Iterator[list[Pulled]]:
@@ -209,9 +219,10 @@ def _admissible(
 ) -> list[tuple[StoredStudy, EcgRecord]]:
     """Studies that are new and pass validation; the rest are counted, and the invalid ones quarantined."""
     rules = validation_rules(active.artifact.manifest)
+    with store.transaction() as unit:  # one commit for the batch's study rows, not one per study
+        studies = [unit.upsert_study(item.study) for item in items]
     admissible = []
-    for item in items:
-        study = store.upsert_study(item.study)
+    for item, study in zip(items, studies, strict=True):
         if study.status == StudyStatus.SCORED:
             report.counts["already_scored"] += 1
             continue
@@ -346,22 +357,78 @@ def _outbox_message(destination: str, study: StoredStudy, result: ScoredEcg, act
     return OutboxMessage(destination=destination, idempotency_key=idempotency_key, payload=payload)
 
 
-def _drain_outbox(store: Store, sinks: Sequence[ResultSink], report: RunReport) -> None:
-    """Deliver every pending write-back once; a failure is counted and retried next run, never lost."""
-    for sink in sinks:
-        failures: list[tuple[StoredOutboxMessage, str]] = []
-        # Failures are recorded after the sweep: recording releases the lease, and a released message
-        # would be claimed again at once. One attempt per message per run; a down receiver waits for the next.
-        while messages := store.claim_outbox(destination=sink.destination):
-            for message in messages:
-                error = _deliver(sink, message)
-                if error is None:
-                    store.mark_outbox_sent(message.id)
-                    report.counts["written_back"] += 1
-                else:
-                    failures.append((message, error))
-        for message, error in failures:
-            _record_failure(store, message, error, report)
+class _Deliveries:
+    """Write-backs under way while the run goes on: worker threads send, the run's thread records.
+
+    Only the run's thread touches the store. Per sink, at most twice ``max_in_flight`` messages are
+    leased and not yet delivered, so no lease runs out while its message waits for a worker. A failure
+    is recorded only by :meth:`finish`: recording releases the lease, and a released message would be
+    claimed again at once. So each message gets one attempt per run; a down receiver waits for the next.
+    Leaving the block early (a source failed) waits for the sends under way and records nothing: their
+    leases are released at the next run's start and the idempotent receivers absorb the resend.
+    """
+
+    def __init__(self, store: Store, sinks: Sequence[ResultSink], report: RunReport) -> None:
+        self._store, self._sinks, self._report = store, sinks, report
+        self._pools = {
+            sink.destination: ThreadPoolExecutor(
+                sink.max_in_flight, thread_name_prefix=f"write-back-{sink.destination}"
+            )
+            for sink in sinks
+        }
+        self._under_way: dict[Future[str | None], tuple[ResultSink, StoredOutboxMessage]] = {}
+        self._failures: list[tuple[StoredOutboxMessage, str]] = []
+
+    def __enter__(self) -> _Deliveries:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for future in self._under_way:
+            future.cancel()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+
+    def pump(self) -> None:
+        """Record the deliveries that have finished and start pending ones, without waiting."""
+        self._record([future for future in self._under_way if future.done()])
+        for sink in self._sinks:
+            self._start(sink)
+
+    def finish(self) -> None:
+        """Deliver every pending message once, then record the failures."""
+        self.pump()
+        while self._under_way:
+            finished, _ = wait(self._under_way, return_when=FIRST_COMPLETED)
+            self._record(list(finished))
+            for sink in self._sinks:
+                self._start(sink)
+        for message, error in self._failures:
+            _record_failure(self._store, message, error, self._report)
+        self._failures.clear()
+
+    def _start(self, sink: ResultSink) -> None:
+        under_way = sum(1 for owner, _ in self._under_way.values() if owner is sink)
+        if under_way > sink.max_in_flight:
+            return  # the workers still have a queue: claim again in one go when it has run down
+        room = 2 * sink.max_in_flight - under_way
+        pool = self._pools[sink.destination]
+        for message in self._store.claim_outbox(destination=sink.destination, limit=room):
+            self._under_way[pool.submit(_deliver, sink, message)] = (sink, message)
+
+    def _record(self, finished: list[Future[str | None]]) -> None:
+        sent = []
+        for future in finished:
+            _, message = self._under_way.pop(future)
+            error = future.result()  # anything but an IntegrationError is a bug: let it end the run
+            if error is None:
+                sent.append(message)
+            else:
+                self._failures.append((message, error))
+        if sent:
+            with self._store.transaction() as unit:
+                for message in sent:
+                    unit.mark_outbox_sent(message.id)
+            self._report.counts["written_back"] += len(sent)
 
 
 def _deliver(sink: ResultSink, message: StoredOutboxMessage) -> str | None:

@@ -35,6 +35,7 @@ from integrations.fhir.auth import BearerTokenAuth, SmartBackendAuth
 from integrations.fhir.client import FhirClient
 from integrations.fhir.config import FhirConfig, RetryPolicy, SmartBackendConfig
 from integrations.fhir.pull import EcgPullConfig
+from integrations.fhir.writeback import WriteBackConfig
 from integrations.hl7.client import MllpClient
 from integrations.store import Store, same_host_pid_alive
 
@@ -132,7 +133,9 @@ def build_sinks(settings: AgentSettings, store: Store, stack: ExitStack) -> list
         server = fhir.server or settings.sources.fhir.server
         if server is None:
             raise ConfigError("sinks.fhir is enabled but neither it nor sources.fhir has a server")
-        sinks.append(FhirResultSink(stack.enter_context(fhir_client(server)), manifests))
+        client = stack.enter_context(fhir_client(server))
+        config = WriteBackConfig(observation_status=fhir.status)
+        sinks.append(FhirResultSink(client, manifests, config=config, max_in_flight=fhir.max_in_flight))
     hl7 = settings.sinks.hl7
     if hl7.enabled:
         assert hl7.host is not None

@@ -145,6 +145,8 @@ class FhirWritebackSettings(_Section):
     enabled: bool = False
     server: FhirServerSettings | None = None
     status: Literal["preliminary", "final"] = "preliminary"
+    #: Studies written back at once, each its own transactions; bounded by what the receiving server absorbs.
+    max_in_flight: int = Field(default=4, ge=1, le=64)
 
 
 class Hl7OutboundSettings(_Section):

@@ -3,8 +3,9 @@
 SMART Backend Services (``client_credentials`` with a signed JWT client assertion) fetches an access
 token from the token endpoint through the same client and transport as the FHIR calls, caches it until
 ``expires_in`` minus a skew, and fetches a new one once if the server answers 401 to a cached token
-(it may have been revoked or the clocks disagree). One instance serves one client in one thread,
-like the nightly agent; it holds no lock.
+(it may have been revoked or the clocks disagree). The agent's write-back threads share one instance
+without a lock: the cache is one reference swapped whole, so a race between two threads costs at most
+one extra token request, never a torn token.
 """
 
 from __future__ import annotations

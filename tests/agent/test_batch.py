@@ -1,5 +1,6 @@
 """One run: new ECGs are scored once, stored, written back once; bad ones are quarantined; nothing is lost."""
 
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -51,6 +52,7 @@ class CollectingSink:
     """A receiver that keeps what it was sent, and can be told to be down."""
 
     destination = "collector"
+    max_in_flight = 1
 
     def __init__(self) -> None:
         self.received: list[dict] = []
@@ -139,3 +141,53 @@ def test_without_an_active_model_the_run_fails_and_says_why(store):
     run = store.get_run(report.run_id)
     assert run.status == RunStatus.FAILED and "no model version is active" in run.error
     assert store.get_study("list", "a", "1") is None  # nothing was pulled, so nothing is lost
+
+
+class ParallelSink:
+    """A receiver that lets a send through only when ``max_in_flight`` sends are under way together."""
+
+    destination = "parallel"
+
+    def __init__(self, max_in_flight: int) -> None:
+        self.max_in_flight = max_in_flight
+        self._barrier = threading.Barrier(max_in_flight, timeout=10)
+        self._lock = threading.Lock()
+        self.under_way = self.most_under_way = 0
+        self.received: list[str] = []
+
+    def accepts(self, study) -> bool:
+        return True
+
+    def send(self, payload: dict) -> None:
+        with self._lock:
+            self.under_way += 1
+            self.most_under_way = max(self.most_under_way, self.under_way)
+        try:
+            self._barrier.wait()
+        except threading.BrokenBarrierError as exc:
+            raise IntegrationError("fewer sends under way than the sink allows") from exc
+        finally:
+            with self._lock:
+                self.under_way -= 1
+        with self._lock:
+            self.received.append(payload["source_id"])
+
+
+def test_write_backs_go_out_in_parallel_up_to_the_sinks_limit_and_no_further(store, models):
+    sink = ParallelSink(max_in_flight=3)
+    source = ListSource(store, [_ecg(f"e{i}", seed=i) for i in range(6)])
+    report = run_once(store, models.load_for_run(), [source], [sink], SCORING, progress=False)
+    assert report.counts["written_back"] == 6 and report.counts["writeback_failed"] == 0
+    assert sink.most_under_way == 3
+    assert sorted(sink.received) == [f"e{i}" for i in range(6)]
+
+
+def test_a_write_back_that_fails_is_tried_once_per_run_even_with_parallel_senders(store, models):
+    sink = CollectingSink()
+    sink.down, sink.max_in_flight = True, 4
+    attempts: list[str] = []
+    send = sink.send
+    sink.send = lambda payload: (attempts.append(payload["source_id"]), send(payload))  # type: ignore[method-assign]
+    source = ListSource(store, [_ecg(f"e{i}", seed=i) for i in range(5)])
+    report = run_once(store, models.load_for_run(), [source], [sink], SCORING, progress=False)
+    assert report.counts["writeback_failed"] == 5 and sorted(attempts) == [f"e{i}" for i in range(5)]
