@@ -24,8 +24,9 @@ from integrations.ecg import EcgRecord
 from integrations.fhir.client import FhirClient
 from integrations.fhir.ecg_mapping import observation_to_ecg
 from integrations.fhir.errors import InvalidEcgObservation
-from integrations.fhir.pull import EcgPullConfig, pull_ecgs
+from integrations.fhir.pull import EcgPullConfig, pull_ecgs, read_ecg_observation
 from integrations.fhir.pull import PulledEcg as FhirPulledEcg
+from integrations.fhir.pull import PullItem as FhirPullItem
 from integrations.fhir.writeback import EcgReference, ModelInfo, WriteBackConfig, write_back
 from integrations.fhir.writeback import Finding as FhirFinding
 from integrations.hl7.client import MllpClient
@@ -59,27 +60,33 @@ class FhirEcgSource:
         # Pages are fetched and decoded one page ahead, while the run's thread scores the previous one.
         pulled = pull_ecgs(self._client, since=self._start(), config=self._config)
         for item in read_ahead(pulled, depth=self._config.page_size, name="fhir pull"):
-            version = item.version
-            if isinstance(item, FhirPulledEcg):
-                record = item.record
-                study = EcgStudy(
-                    source=FHIR_SOURCE,
-                    source_id=version.observation_id,
-                    source_version=version.version_id,
-                    fs_hz=record.fs_hz,
-                    leads=record.lead_names,
-                    patient_ref=version.subject_reference,
-                    acquired_at=record.acquired_at,
-                )
-                yield PulledEcg(record, study, token=version.last_updated)
-                continue
-            entry = QuarantineEntry(
-                kind="fhir_observation",
-                origin=self._client.config.base_url,
-                reason=f"{item.reason.value}: {item.detail}",
-                raw_ref=f"Observation/{version.observation_id}/_history/{version.version_id}",
+            yield self._pulled(item)
+
+    def reread(self, observation_id: str) -> Pulled:
+        """The Observation's current version, read by id and decoded (``quarantine retry``); no watermark moves."""
+        return self._pulled(read_ecg_observation(self._client.read("Observation", observation_id), self._config))
+
+    def _pulled(self, item: FhirPullItem) -> Pulled:
+        version = item.version
+        if isinstance(item, FhirPulledEcg):
+            record = item.record
+            study = EcgStudy(
+                source=FHIR_SOURCE,
+                source_id=version.observation_id,
+                source_version=version.version_id,
+                fs_hz=record.fs_hz,
+                leads=record.lead_names,
+                patient_ref=version.subject_reference,
+                acquired_at=record.acquired_at,
             )
-            yield RejectedItem(entry, token=version.last_updated)
+            return PulledEcg(record, study, token=version.last_updated)
+        entry = QuarantineEntry(
+            kind="fhir_observation",
+            origin=self._client.config.base_url,
+            reason=f"{item.reason.value}: {item.detail}",
+            raw_ref=observation_ref(version.observation_id, version.version_id),
+        )
+        return RejectedItem(entry, token=version.last_updated)
 
     def _requeued(self) -> Iterator[Pulled]:
         """Studies put back to ``new`` (``quarantine retry``): read again by id, whatever the watermark says."""
@@ -90,7 +97,7 @@ class FhirEcgSource:
                 record = observation_to_ecg(observation, required_leads=self._config.required_leads)
             except InvalidEcgObservation as exc:
                 self._store.set_study_status(study.id, StudyStatus.FAILED, error=str(exc))
-                raw_ref = f"Observation/{observation_id}/_history/{study.study.source_version}"
+                raw_ref = observation_ref(observation_id, study.study.source_version)
                 yield RejectedItem(QuarantineEntry("fhir_observation", self._client.config.base_url, str(exc), raw_ref))
                 continue
             yield PulledEcg(record, study.study)
@@ -110,6 +117,19 @@ class FhirEcgSource:
     def _watermark(self) -> datetime | None:
         watermark = self._store.get_watermark(FHIR_SOURCE)
         return None if watermark is None else datetime.fromisoformat(watermark.value)
+
+
+def observation_ref(observation_id: str, version_id: str) -> str:
+    """How a quarantined FHIR Observation is named: ``Observation/<id>/_history/<versionId>``."""
+    return f"Observation/{observation_id}/_history/{version_id}"
+
+
+def parse_observation_ref(ref: str) -> str:
+    """The Observation id of an :func:`observation_ref`."""
+    resource_type, observation_id, *_ = ref.split("/")
+    if resource_type != "Observation" or not observation_id:
+        raise AgentError(f"{ref!r} does not name an Observation")
+    return observation_id
 
 
 class Hl7InboxSource:

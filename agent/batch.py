@@ -221,11 +221,15 @@ def _admissible(
     rules = validation_rules(active.artifact.manifest)
     with store.transaction() as unit:  # one commit for the batch's study rows, not one per study
         studies = [unit.upsert_study(item.study) for item in items]
-    admissible = []
+    admissible, in_batch = [], set()
     for item, study in zip(items, studies, strict=True):
         if study.status == StudyStatus.SCORED:
             report.counts["already_scored"] += 1
             continue
+        if study.id in in_batch:  # requeued by id and pulled again as new: one study, scored once
+            report.counts["duplicate"] += 1
+            continue
+        in_batch.add(study.id)
         try:
             validate_record(item.record, rules)
         except IntegrationError as exc:

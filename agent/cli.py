@@ -229,9 +229,15 @@ def _quarantine(args: argparse.Namespace, settings: AgentSettings) -> int:
             print(f"{entry.id:>6} {entry.created_at.isoformat(timespec='seconds')} {e.kind:<16} {e.raw_ref}  "
                   f"from {e.origin}: {e.reason}")  # fmt: skip
         return 0
-    from agent.operations import retry_quarantined
+    from contextlib import ExitStack
 
-    result = retry_quarantined(store, args.quarantine_id)
+    from agent.adapters import FhirEcgSource
+    from agent.operations import retry_quarantined
+    from agent.service import build_sources
+
+    with ExitStack() as stack:
+        fhir = next((s for s in build_sources(settings, store, stack) if isinstance(s, FhirEcgSource)), None)
+        result = retry_quarantined(store, args.quarantine_id, fhir=fhir)
     print(f"quarantine {result.quarantine_id}: {result.message}")
     return 0 if result.requeued else 1
 

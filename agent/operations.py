@@ -11,7 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.batch import parse_study_ref
+from agent.adapters import FhirEcgSource, parse_observation_ref
+from agent.batch import PulledEcg, RejectedItem, parse_study_ref, study_ref
 from agent.errors import AgentError
 from integrations.ecg import EcgRecord
 from integrations.ecg_plot import plot_12lead
@@ -70,12 +71,17 @@ class RetryResult:
     message: str
 
 
-def retry_quarantined(store: Store, quarantine_id: int) -> RetryResult:
-    """Requeue a quarantined item for the next run, where that is possible; say what to do where it is not."""
+def retry_quarantined(store: Store, quarantine_id: int, *, fhir: FhirEcgSource | None = None) -> RetryResult:
+    """Requeue a quarantined item for the next run, where that is possible; say what to do where it is not.
+
+    ``fhir``: the configured FHIR source, which reads a quarantined Observation again by id.
+    """
     entry = store.get_quarantine(quarantine_id)
     kind, raw_ref = entry.entry.kind, entry.entry.raw_ref
     if kind == "ecg":
         return _retry_study(store, entry)
+    if kind == "fhir_observation" and fhir is not None:
+        return _retry_observation(store, entry, fhir)
     if kind == "hl7_message" and raw_ref.startswith("inbox:"):
         store.set_inbox_status(int(raw_ref.removeprefix("inbox:")), InboxStatus.RECEIVED)
         store.mark_quarantine_retried(quarantine_id)
@@ -83,8 +89,8 @@ def retry_quarantined(store: Store, quarantine_id: int) -> RetryResult:
     advice = {
         "hl7_message": "the message was refused at receipt and its bytes were not kept (PHI): ask the sender to "
         "resend it with the same MSH-10",
-        "fhir_observation": "correct the Observation on the FHIR server (a new version is pulled automatically), "
-        "or re-pull with `ecg-agent run-once --since <time before its lastUpdated>`",
+        "fhir_observation": "sources.fhir is not configured here to read it again; correct the Observation on the "
+        "FHIR server (a new version is pulled automatically)",
         "wfdb_record": "replace or fix the record's files; the folder feed reads a changed record again",
     }.get(kind, f"no automatic retry for kind {kind!r}")
     return RetryResult(quarantine_id, False, advice)
@@ -104,6 +110,27 @@ def _retry_study(store: Store, entry: StoredQuarantineEntry) -> RetryResult:
             store.set_inbox_status(inbox.id, InboxStatus.RECEIVED)
     store.mark_quarantine_retried(entry.id)
     return RetryResult(entry.id, True, f"study {entry.entry.raw_ref} will be scored again by the next run")
+
+
+def _retry_observation(store: Store, entry: StoredQuarantineEntry, fhir: FhirEcgSource) -> RetryResult:
+    """A FHIR Observation that could not be decoded: read its current version; if it decodes now, queue it."""
+    observation_id = parse_observation_ref(entry.entry.raw_ref)
+    item = fhir.reread(observation_id)
+    if isinstance(item, RejectedItem):
+        return RetryResult(
+            entry.id,
+            False,
+            f"Observation/{observation_id} still cannot be read as an ECG ({item.entry.reason}); correct it on the "
+            "FHIR server: a new version is pulled automatically",
+        )
+    assert isinstance(item, PulledEcg)
+    study = store.upsert_study(item.study)
+    store.mark_quarantine_retried(entry.id)
+    ref = study_ref(study.study)
+    if study.status == StudyStatus.SCORED:
+        return RetryResult(entry.id, True, f"{ref} reads as an ECG now and is already scored")
+    store.set_study_status(study.id, StudyStatus.NEW)
+    return RetryResult(entry.id, True, f"{ref} reads as an ECG now; the next run scores it")
 
 
 # --- shadow versus active --------------------------------------------------------------------------------------

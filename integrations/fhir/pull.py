@@ -111,16 +111,7 @@ class EcgPull:
                 yield item
 
     def _item(self, observation: dict[str, Any]) -> PullItem:
-        version = observation_version(observation)
-        if version.last_updated is None or not version.version_id:
-            detail = "meta.versionId or meta.lastUpdated is missing or unreadable"
-            return RejectedObservation(version, EcgRejectReason.MALFORMED, detail)
-        try:
-            record = observation_to_ecg(observation, required_leads=self.config.required_leads)
-        except InvalidEcgObservation as exc:
-            logger.warning("rejected ECG Observation %s: %s", version.observation_id, exc.reject_reason)
-            return RejectedObservation(version, exc.reject_reason, exc.detail)
-        return PulledEcg(version, record)
+        return read_ecg_observation(observation, self.config)
 
     def _advance(self, last_updated: datetime | None) -> None:
         if last_updated is None:
@@ -138,6 +129,20 @@ def pull_ecgs(
 ) -> EcgPull:
     """Start an incremental pull of ECGs updated after ``since`` (minus the overlap); None pulls all."""
     return EcgPull(client, since, config or EcgPullConfig(), seen_versions)
+
+
+def read_ecg_observation(observation: dict[str, Any], config: EcgPullConfig) -> PullItem:
+    """One ECG Observation as the pull hands it out: decoded, or rejected with the reason."""
+    version = observation_version(observation)
+    if version.last_updated is None or not version.version_id:
+        detail = "meta.versionId or meta.lastUpdated is missing or unreadable"
+        return RejectedObservation(version, EcgRejectReason.MALFORMED, detail)
+    try:
+        record = observation_to_ecg(observation, required_leads=config.required_leads)
+    except InvalidEcgObservation as exc:
+        logger.warning("rejected ECG Observation %s: %s", version.observation_id, exc.reject_reason)
+        return RejectedObservation(version, exc.reject_reason, exc.detail)
+    return PulledEcg(version, record)
 
 
 def observation_version(observation: dict[str, Any]) -> ObservationVersion:

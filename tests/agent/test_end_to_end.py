@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -66,6 +67,13 @@ class Hospital:
         observation = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/x"},
                        "code": {"coding": [{"system": self.system, "code": self.code}]}}  # fmt: skip
         return self.client.create(observation).resource["id"]
+
+    def correct_broken(self, observation_id: str, index: int) -> None:
+        """The sender replaces the broken Observation with a complete one: a new version of the same id."""
+        observation = ecg_to_observation(_record(index), subject_reference=f"Patient/p{index}")
+        observation |= {"id": observation_id, "code": {"coding": [{"system": self.system, "code": self.code}]}}
+        response = httpx.put(f"{self.base_url}/Observation/{observation_id}", json=observation, timeout=30)
+        response.raise_for_status()
 
     def findings_for(self, ecg_id: str) -> list[dict]:
         bundles = self.client.search_pages("Observation", {"derived-from": f"Observation/{ecg_id}", "_count": "200"})
@@ -170,3 +178,27 @@ def _study(store: Store, ecg_id: str) -> StoredStudy | None:
 def _scored(store: Store, hospital: Hospital) -> int:
     studies = [_study(store, ecg_id) for ecg_id in hospital.ecg_ids]
     return sum(study is not None and study.status == StudyStatus.SCORED for study in studies)
+
+
+def test_quarantine_retry_reads_a_quarantined_observation_again_and_queues_it_once_it_decodes(hospital):
+    broken = hospital.seed_broken()
+    service = AgentService(hospital.settings)
+    assert service.run_once(progress=False).report.counts["quarantined"] == 1
+    [entry] = service.store.list_quarantine(state=QuarantineState.OPEN)
+    retry = [sys.executable, "-m", "agent.cli", "--config", str(hospital.config), "quarantine", "retry", str(entry.id)]
+
+    still_broken = subprocess.run(retry, capture_output=True, text=True, timeout=120)
+    assert still_broken.returncode == 1 and "still cannot be read as an ECG (no-components" in still_broken.stdout
+    assert service.store.get_quarantine(entry.id).state == QuarantineState.OPEN
+
+    hospital.correct_broken(broken, index=7)
+    corrected = subprocess.run(retry, capture_output=True, text=True, timeout=120)
+    assert corrected.returncode == 0 and "reads as an ECG now; the next run scores it" in corrected.stdout
+    assert service.store.get_quarantine(entry.id).state == QuarantineState.RETRIED
+
+    # The corrected version is requeued by id and also newer than the watermark: scored and written once.
+    after = service.run_once(progress=False)
+    assert after.report.counts["scored"] == 1 and after.report.counts["duplicate"] == 1
+    study = _study(service.store, broken)
+    assert study.status == StudyStatus.SCORED
+    assert len(hospital.findings_for(broken)) == _positives(service.store, study.id)
