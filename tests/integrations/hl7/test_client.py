@@ -58,7 +58,8 @@ def test_no_ack_within_the_timeout_raises_a_timeout(start_peer, oru_bytes):
 def test_the_client_reconnects_after_a_failure(start_peer, python_hl7_ack, oru_bytes):
     answers = iter([None, "AA"])
     peer = start_peer(lambda message: python_hl7_ack(code)(message) if (code := next(answers)) else None)
-    with MllpClient(LOOPBACK, peer.port, ack_timeout_s=0.3) as client:
+    # Long enough for python-hl7 to parse and answer a 12-lead ORU on a busy 2-core machine (0.3 s was flaky).
+    with MllpClient(LOOPBACK, peer.port, ack_timeout_s=2.0) as client:
         with pytest.raises(AckTimeoutError):
             client.send(oru_bytes("OUT-1"))
         assert client.send(oru_bytes("OUT-2")).code == "AA"
