@@ -391,8 +391,14 @@ def _validate_shape_json(shape: str) -> None:
 def _shape_of(resource: Json) -> Json:
     if resource["resourceType"] == "Bundle":
         # The envelope only: its resources were validated when they were built (:func:`_build`).
-        requests = {json.dumps({**entry["request"], "ifNoneExist": _PLACEHOLDER_STRING}) for entry in resource["entry"]}
-        entries = [{"fullUrl": _PLACEHOLDER_REFERENCE, "request": json.loads(request)} for request in sorted(requests)]
+        requests = sorted({(entry["request"]["method"], entry["request"]["url"]) for entry in resource["entry"]})
+        entries = [
+            {
+                "fullUrl": _PLACEHOLDER_REFERENCE,
+                "request": {"method": method, "url": url, "ifNoneExist": _PLACEHOLDER_STRING},
+            }
+            for method, url in requests
+        ]
         return {**resource, "entry": entries}
     if resource["resourceType"] != "Observation":
         return resource  # the Device: one per model version, nothing per ECG
