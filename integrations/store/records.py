@@ -32,7 +32,11 @@ class TargetKind(StrEnum):
 class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    #: Finished, but something needs an operator: a refused model, the deadline, parked write-backs.
+    DEGRADED = "degraded"
     FAILED = "failed"
+    #: The process died while running; marked so by the run that took the lock over.
+    ABANDONED = "abandoned"
 
 
 class QuarantineState(StrEnum):
@@ -87,12 +91,25 @@ class QuarantineEntry:
 
 @dataclass(frozen=True, slots=True)
 class StoredQuarantineEntry:
+    """One (item, reason): ``created_at`` is when it was first seen, ``seen_count`` how often since."""
+
     id: int
     entry: QuarantineEntry
     created_at: datetime
     state: QuarantineState
     retry_count: int
     updated_at: datetime
+    seen_count: int = 1
+    last_seen_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineSighting:
+    """What :meth:`Store.quarantine` did: a new row (``first_time``) or one more sighting of a known one."""
+
+    id: int
+    first_time: bool
+    seen_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +123,8 @@ class EcgStudy:
     leads: tuple[str, ...]
     patient_ref: str | None = None
     acquired_at: datetime | None = None
+    #: The source's own text for the acquisition time, as received (an HL7 DTM without offset, a partial date).
+    acquired_at_text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +135,8 @@ class StoredStudy:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    #: What was done to the signal before scoring (leads imputed or dropped), in words; empty when nothing.
+    signal_notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +172,8 @@ class Run:
     finished_at: datetime | None = None
     duration_s: float | None = None
     error: str | None = None
+    #: What an operator should know even when the run went on (a refused model, parked write-backs...).
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

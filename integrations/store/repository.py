@@ -9,6 +9,7 @@ retry after a crash, or a resent HL7 message, never adds a second row.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from integrations.store.records import (
     OutboxStatus,
     Prediction,
     QuarantineEntry,
+    QuarantineSighting,
     QuarantineState,
     Run,
     RunLock,
@@ -197,21 +199,46 @@ class Store:
     # --- quarantine --------------------------------------------------------------------------------------------
 
     def add_quarantine(self, entry: QuarantineEntry) -> int:
-        """Record something unusable and why; returns its quarantine id."""
+        """Record something unusable and why (see :meth:`quarantine`); returns its quarantine id."""
+        return self.quarantine(entry).id
+
+    def quarantine(self, entry: QuarantineEntry) -> QuarantineSighting:
+        """Record that ``entry``'s item failed for ``entry.reason``: one row per (kind, item, reason).
+
+        The first sighting inserts the row; each later one counts it and moves ``last_seen_at``
+        (and reopens it if it had been retried or resolved), so a source that re-reads the same
+        bad item, or a sender that resends a refused message, never fills the table.
+        """
         now = self._clock()
+        reason_key = hashlib.sha256(entry.reason.encode()).hexdigest()
         row = {
             "kind": entry.kind,
             "origin": entry.origin,
             "reason": entry.reason,
+            "reason_key": reason_key,
             "raw_ref": entry.raw_ref,
             "state": QuarantineState.OPEN.value,
             "retry_count": 0,
+            "seen_count": 1,
+            "last_seen_at": now,
             "created_at": now,
             "updated_at": now,
         }
+        table = t.quarantine
         with self._begin(f"quarantine entry for {entry.raw_ref}") as connection:
-            quarantine_id = connection.execute(sa.insert(t.quarantine).values(row).returning(t.quarantine.c.id))
-            return int(quarantine_id.scalar_one())
+            insert = dialect_insert(connection, table).values(row)
+            upsert = insert.on_conflict_do_update(
+                index_elements=["kind", "raw_ref", "reason_key"],
+                set_={
+                    "seen_count": table.c.seen_count + 1,
+                    "last_seen_at": insert.excluded.last_seen_at,
+                    "updated_at": insert.excluded.updated_at,
+                    "origin": insert.excluded.origin,
+                    "state": QuarantineState.OPEN.value,
+                },
+            ).returning(table.c.id, table.c.seen_count)
+            quarantine_id, seen_count = connection.execute(upsert).one()
+        return QuarantineSighting(int(quarantine_id), first_time=seen_count == 1, seen_count=int(seen_count))
 
     def list_quarantine(
         self,
@@ -274,6 +301,7 @@ class Store:
             "source_version": study.source_version,
             "patient_ref": study.patient_ref,
             "acquired_at": study.acquired_at,
+            "acquired_at_text": study.acquired_at_text,
             "fs_hz": study.fs_hz,
             "leads": list(study.leads),
             "status": StudyStatus.NEW.value,
@@ -325,6 +353,12 @@ class Store:
 
     def set_study_status(self, study_id: int, status: StudyStatus, *, error: str | None = None) -> None:
         values = {"status": StudyStatus(status).value, "error": error, "updated_at": self._clock()}
+        with self._begin(f"ECG study {study_id}") as connection:
+            update_one(connection, t.ecg_studies, study_id, values, f"ECG study {study_id}")
+
+    def set_signal_notes(self, study_id: int, notes: Sequence[str]) -> None:
+        """What was done to the study's signal before scoring (imputed or dropped leads), in words."""
+        values = {"signal_notes": list(notes), "updated_at": self._clock()}
         with self._begin(f"ECG study {study_id}") as connection:
             update_one(connection, t.ecg_studies, study_id, values, f"ECG study {study_id}")
 
@@ -407,7 +441,15 @@ class Store:
             run_id = int(connection.execute(sa.insert(t.runs).values(row).returning(t.runs.c.id)).scalar_one())
             return _select_run(connection, run_id)
 
-    def finish_run(self, run_id: int, status: RunStatus, counts: Mapping[str, int], *, error: str | None = None) -> Run:
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        counts: Mapping[str, int],
+        *,
+        error: str | None = None,
+        problems: Sequence[str] = (),
+    ) -> Run:
         """Close a run with its outcome counts (e.g. ``{"scored": 10, "quarantined": 1}``); the duration is computed."""
         finished_at = self._clock()
         with self._begin(f"run {run_id}") as connection:
@@ -418,9 +460,27 @@ class Store:
                 "status": RunStatus(status).value,
                 "counts": dict(counts),
                 "error": error,
+                "problems": list(problems),
             }
             update_one(connection, t.runs, run_id, values, f"run {run_id}")
             return _select_run(connection, run_id)
+
+    def abandon_running_runs(self, reason: str) -> list[int]:
+        """Mark every run still ``running`` as ``abandoned``; returns their ids.
+
+        Only correct while holding the run lock: then no other run is alive, and a row still
+        ``running`` belongs to a process that died (SIGKILL, power loss) before it could finish.
+        """
+        table = t.runs
+        now = self._clock()
+        abandon = (
+            sa.update(table)
+            .where(table.c.status == RunStatus.RUNNING.value)
+            .values(status=RunStatus.ABANDONED.value, finished_at=now, error=reason)
+            .returning(table.c.id)
+        )
+        with self._begin("runs left running") as connection:
+            return sorted(int(run_id) for run_id in connection.execute(abandon).scalars())
 
     def get_run(self, run_id: int) -> Run:
         with self._begin(f"run {run_id}") as connection:
@@ -541,6 +601,29 @@ class Store:
             release = release.where(table.c.destination == destination)
         with self._begin(f"outbox leases of destination {destination or 'any'}") as connection:
             return connection.execute(release).rowcount
+
+    def list_outbox(self, status: OutboxStatus, *, limit: int = 100) -> list[StoredOutboxMessage]:
+        """Outbox messages in ``status``, oldest first (``failed``: the parked ones an operator should look at)."""
+        table = t.outbox
+        query = sa.select(table).where(table.c.status == OutboxStatus(status).value).order_by(table.c.id).limit(limit)
+        with self._begin(f"{OutboxStatus(status).value} outbox messages") as connection:
+            return [outbox_from_row(row) for row in connection.execute(query).mappings()]
+
+    def requeue_outbox(self, outbox_ids: Sequence[int] | None = None) -> int:
+        """Put parked (``failed``) messages back to ``pending`` with their attempts reset; None means every one.
+
+        Returns how many were requeued; ids that are not parked are left alone.
+        """
+        table = t.outbox
+        requeue = (
+            sa.update(table)
+            .where(table.c.status == OutboxStatus.FAILED.value)
+            .values(status=OutboxStatus.PENDING.value, attempts=0, lease_until=None, updated_at=self._clock())
+        )
+        if outbox_ids is not None:
+            requeue = requeue.where(table.c.id.in_(list(outbox_ids)))
+        with self._begin("parked outbox messages") as connection:
+            return connection.execute(requeue).rowcount
 
     def count_outbox(self, status: OutboxStatus) -> int:
         with self._begin(f"{OutboxStatus(status).value} outbox messages") as connection:

@@ -44,8 +44,16 @@ def inbox_from_row(row: sa.RowMapping) -> StoredInboxMessage:
 
 def quarantine_from_row(row: sa.RowMapping) -> StoredQuarantineEntry:
     entry = QuarantineEntry(kind=row["kind"], origin=row["origin"], reason=row["reason"], raw_ref=row["raw_ref"])
-    state = QuarantineState(row["state"])
-    return StoredQuarantineEntry(row["id"], entry, row["created_at"], state, row["retry_count"], row["updated_at"])
+    return StoredQuarantineEntry(
+        id=row["id"],
+        entry=entry,
+        created_at=row["created_at"],
+        state=QuarantineState(row["state"]),
+        retry_count=row["retry_count"],
+        updated_at=row["updated_at"],
+        seen_count=row["seen_count"],
+        last_seen_at=row["last_seen_at"],
+    )
 
 
 def study_from_row(row: sa.RowMapping) -> StoredStudy:
@@ -57,9 +65,11 @@ def study_from_row(row: sa.RowMapping) -> StoredStudy:
         leads=tuple(row["leads"]),
         patient_ref=row["patient_ref"],
         acquired_at=row["acquired_at"],
+        acquired_at_text=row["acquired_at_text"],
     )
     status = StudyStatus(row["status"])
-    return StoredStudy(row["id"], study, status, row["error"], row["created_at"], row["updated_at"])
+    notes = tuple(row["signal_notes"] or ())
+    return StoredStudy(row["id"], study, status, row["error"], row["created_at"], row["updated_at"], notes)
 
 
 def prediction_from_row(row: Mapping[str, Any]) -> Prediction:
@@ -116,4 +126,5 @@ def run_from_row(row: sa.RowMapping) -> Run:
         finished_at=row["finished_at"],
         duration_s=row["duration_s"],
         error=row["error"],
+        problems=tuple(row["problems"] or ()),
     )

@@ -57,7 +57,7 @@ def _one_of(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
 STUDY_STATUSES = ("new", "scored", "failed")
 INBOX_STATUSES = ("received", "processed", "failed")
 TARGET_KINDS = ("diagnosis", "lab")
-RUN_STATUSES = ("running", "succeeded", "failed")
+RUN_STATUSES = ("running", "succeeded", "degraded", "failed", "abandoned")
 QUARANTINE_STATES = ("open", "retried", "resolved")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
 MODEL_STATES = ("registered", "shadow", "active", "retired")
@@ -71,10 +71,14 @@ ecg_studies = sa.Table(
     sa.Column("source_version", sa.String(128), nullable=False),
     sa.Column("patient_ref", sa.String(256)),
     sa.Column("acquired_at", UtcDateTime),
+    # The source's own text for the acquisition time (an HL7 DTM, a partial FHIR date), as received.
+    sa.Column("acquired_at_text", sa.String(64)),
     sa.Column("fs_hz", sa.Float, nullable=False),
     sa.Column("leads", _json(), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error", sa.Text),
+    # What was done to the signal before it was scored (leads imputed or dropped), in words.
+    sa.Column("signal_notes", _json()),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("source", "source_id", "source_version", name="uq_ecg_studies_source_key"),
@@ -141,6 +145,8 @@ runs = sa.Table(
     sa.Column("model_versions", _json(), nullable=False),
     sa.Column("counts", _json(), nullable=False),
     sa.Column("error", sa.Text),
+    # What an operator should know even when the run went on: a refused model, a stopped source, parked deliveries.
+    sa.Column("problems", _json()),
     _one_of("status", RUN_STATUSES),
 )
 
@@ -151,11 +157,17 @@ quarantine = sa.Table(
     sa.Column("kind", sa.String(64), nullable=False),
     sa.Column("origin", sa.String(1024), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    # sha256 of the reason: one row per (item, reason), and a reason can be longer than an index key may be.
+    sa.Column("reason_key", sa.String(64), nullable=False),
     sa.Column("raw_ref", sa.String(1024), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("retry_count", sa.Integer, nullable=False),
+    # created_at is when it was first seen; the same item failing the same way again only counts.
+    sa.Column("seen_count", sa.Integer, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("kind", "raw_ref", "reason_key", name="uq_quarantine_item_reason"),
     _one_of("state", QUARANTINE_STATES),
 )
 

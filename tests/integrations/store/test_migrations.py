@@ -78,3 +78,30 @@ def test_a_database_at_the_first_revision_is_upgraded_to_head_keeping_its_rows(e
     empty_store.upgrade()
     assert "run_locks" in sa.inspect(empty_store.engine).get_table_names()
     assert empty_store.get_watermark("wfdb-feed:wfdb").value == "2026-01-01T00:00:00+00:00"
+
+
+def test_quarantine_rows_repeating_an_item_and_reason_are_collapsed_into_one_with_their_count(empty_store):
+    empty_store.upgrade("0002")
+    stamp = "2026-11-20 03:00:00"
+    repeated = [("hl7_message", "msh=A|B|1", "not HL7", f"2026-11-2{day} 03:00:00") for day in range(3)]
+    rows = [*repeated, ("hl7_message", "msh=A|B|1", "no OBX", stamp), ("ecg", "fhir:o1@1", "flat", stamp)]
+    with empty_store.engine.begin() as connection:
+        for kind, raw_ref, reason, seen in rows:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO quarantine (kind, origin, reason, raw_ref, state, retry_count, created_at, updated_at)"
+                    " VALUES (:kind, 'o', :reason, :raw_ref, 'open', 0, :seen, :seen)"
+                ),
+                {"kind": kind, "reason": reason, "raw_ref": raw_ref, "seen": seen},
+            )
+        connection.execute(
+            sa.text(
+                "INSERT INTO runs (started_at, status, model_versions, counts) VALUES (:at, 'running', '[]', '{}')"
+            ),
+            {"at": stamp},
+        )
+    empty_store.upgrade()
+    by_reason = {entry.entry.reason: entry for entry in empty_store.list_quarantine()}
+    assert {reason: entry.seen_count for reason, entry in by_reason.items()} == {"not HL7": 3, "no OBX": 1, "flat": 1}
+    assert by_reason["not HL7"].last_seen_at.day == 22 and by_reason["not HL7"].created_at.day == 20
+    assert empty_store.abandon_running_runs("test") == [1]
