@@ -2,39 +2,49 @@
 
 The steps, in order (the README's diagram)::
 
-    sources ─► validate ─► preprocess + score (active, shadows) ─► one transaction per batch:
-               │                                                    predictions, explanations,
-               └─► quarantine (reason)                              outbox rows, study status
+    sources ─► store the study ─► validate (plausibility) ─► preprocess + score (active, shadows)
+               │                   │
+               └─► quarantine ◄────┘  one row per (item, reason); a re-read only counts it
+    ─► one transaction per batch: predictions, explanations, outbox rows, study status
     ─► source.done(batch)  (watermark / inbox status advance only after that commit)
-    ─► the batch's outbox rows go to the sinks while the next batch is collected
-       (worker threads; idempotent receivers: exactly-once effect)
-    ─► once every source is read: the rest of the outbox, then the run row with counts per outcome
+    ─► the batch's outbox rows go to the sinks while the next batch is collected (agent.delivery)
+    ─► once every source is read (or the deadline passed): the rest of the outbox, then the run row
 
-Crash safety comes from the order: nothing is acknowledged to a source before its
-results are committed, and every write is idempotent (unique predictions, unique
-outbox keys, conditional creates at the receiver), so rerunning after a crash at any
-point loses nothing and duplicates nothing. Shadow models are scored and stored but
-never reach the outbox.
+**Per-ECG isolation.** Every failure that belongs to one ECG — it cannot be decoded, its time
+cannot be placed, its signal is implausible, the model fails on it, the store refuses its rows, its
+write-back is refused — quarantines that ECG (or parks its write-back) with the reason, and the
+run goes on. Only infrastructure failures stop something: a source that cannot be reached (or
+whose paging loops) stops that source; a receiver that cannot be reached stops its deliveries;
+a store that cannot be reached stops the run. None of these moves a watermark past what was
+committed.
+
+Crash safety comes from the order: nothing is acknowledged to a source before its results are
+committed, and every write is idempotent (unique predictions, unique outbox keys, conditional
+creates at the receiver), so rerunning after a crash at any point loses nothing and duplicates
+nothing. Shadow models are scored and stored but never reach the outbox.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from agent.delivery import Deliveries
 from agent.loader import LoadedModel, RunModels
 from agent.scoring import ScoredEcg, score_records, validation_rules
 from agent.settings import ScoringSettings
-from agent.validation import validate_record
+from agent.sinks import ResultSink
+from agent.sinks.payload import ModelRef, PayloadExplanation, PayloadFinding, ResultPayload
+from agent.sources import EcgSource, Pulled, PulledEcg, RejectedItem, study_ref
+from agent.validation import SignalAssessment, validate_record
 from integrations.ecg import EcgRecord
-from integrations.errors import IntegrationError
+from integrations.errors import IntegrationError, InvalidEcgError
 from integrations.store import (
     EcgStudy,
     Explanation,
@@ -43,8 +53,9 @@ from integrations.store import (
     QuarantineEntry,
     RunStatus,
     Store,
-    StoredOutboxMessage,
     StoredStudy,
+    StoreError,
+    StoreUnavailableError,
     StudyStatus,
     TargetKind,
 )
@@ -52,75 +63,59 @@ from model_training.artifact import ArtifactError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class PulledEcg:
-    """An ECG from a source, with how the store knows it; ``token`` is the source's own bookmark."""
-
-    record: EcgRecord
-    study: EcgStudy
-    token: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedItem:
-    """Something a source could not turn into an ECG; it goes to quarantine with the reason.
-
-    ``quarantine_id`` is set when the source has already quarantined it (the WFDB feed does).
-    """
-
-    entry: QuarantineEntry
-    token: Any = None
-    quarantine_id: int | None = None
-
-
-Pulled = PulledEcg | RejectedItem
-
-
-class EcgSource(Protocol):
-    """Where ECGs come from: FHIR, the HL7 inbox, a WFDB folder."""
-
-    name: str
-
-    def pull(self) -> Iterator[Pulled]:
-        """New items since the last :meth:`done`, oldest first."""
-        ...
-
-    def done(self, items: Sequence[Pulled]) -> None:
-        """``items`` and everything before them are committed: advance the watermark / mark them processed."""
-        ...
-
-
-class ResultSink(Protocol):
-    """Where results go back to: FHIR Observations, HL7 ORU^R01."""
-
-    destination: str
-    #: Deliveries this sink may have under way at once (worker threads); 1 keeps them in order.
-    max_in_flight: int
-
-    def accepts(self, study: StoredStudy) -> bool:
-        """Whether results for ``study`` go to this destination (e.g. FHIR only for ECGs that came from FHIR)."""
-        ...
-
-    def send(self, payload: dict[str, Any]) -> None:
-        """Deliver one study's results; must be idempotent (a retry after a crash sends the same payload).
-
-        Called from worker threads, up to ``max_in_flight`` at once.
-        """
-        ...
+#: The quarantine kind of an ECG that decoded but could not be stored, validated or scored.
+ECG_QUARANTINE_KIND = "ecg"
+#: Failures of one record inside the model or the preprocessing (torch raises RuntimeError).
+SCORING_ERRORS: tuple[type[Exception], ...] = (IntegrationError, ArtifactError, ValueError, RuntimeError)
 
 
 @dataclass(slots=True)
 class RunReport:
+    """What one run did: counts per outcome, and what an operator should know.
+
+    ``scored``, ``quarantined`` and ``failed`` count NEW ECGs only: an item the run has already
+    quarantined or scored, read again inside a source's re-read window, is counted as
+    ``already_quarantined`` / ``already_scored`` and never makes a night look worse than it was.
+    """
+
     run_id: int
     model_version: str | None
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    #: Sources that stopped with an infrastructure failure (server unreachable, paging loop), by name.
+    stopped_sources: dict[str, str] = field(default_factory=dict)
+    #: Sinks whose receiver could not be reached this run, by destination.
+    unreachable_sinks: dict[str, str] = field(default_factory=dict)
+    deadline_reached: bool = False
 
     @property
     def failure_rate(self) -> float:
         attempted = self.counts["scored"] + self.counts["quarantined"] + self.counts["failed"]
         return (self.counts["quarantined"] + self.counts["failed"]) / attempted if attempted else 0.0
+
+    @property
+    def infrastructure_failed(self) -> bool:
+        return bool(self.stopped_sources or self.unreachable_sinks)
+
+    @property
+    def needs_attention(self) -> bool:
+        """Finished, but not cleanly: a refused model, the deadline, or write-backs that failed."""
+        return bool(self.problems) or self.deadline_reached or self.counts["writeback_failed"] > 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """When the run stops collecting: ``deadline`` on ``clock`` (monotonic seconds), None for never."""
+
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def after(cls, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> RunLimits:
+        return cls(None if seconds is None else clock() + seconds, clock)
+
+    def passed(self) -> bool:
+        return self.deadline is not None and self.clock() >= self.deadline
 
 
 def run_once(
@@ -131,8 +126,10 @@ def run_once(
     scoring: ScoringSettings,
     *,
     progress: bool = True,
+    limits: RunLimits | None = None,
 ) -> RunReport:
     """One batch run; returns its report (also stored as the run row)."""
+    limits = limits or RunLimits.after(scoring.deadline_s)
     active = models.active
     versions = [m.version for m in ([active] if active else []) + list(models.shadows)]
     run = store.start_run(versions)
@@ -140,21 +137,43 @@ def run_once(
     try:
         if active is None:
             raise _RunAborted("no verified active model: " + "; ".join(models.refusals))
-        with _Deliveries(store, sinks, report) as deliveries:
+        with Deliveries(store, sinks, deadline=limits.deadline, clock=limits.clock) as deliveries:
             for source in sources:
-                _collect(store, source, active, models.shadows, sinks, scoring, report, progress, deliveries)
+                _collect(store, source, active, models.shadows, sinks, scoring, report, progress, deliveries, limits)
             deliveries.finish()
-    except (_RunAborted, IntegrationError) as exc:
+            _take_tally(report, deliveries)
+    except (_RunAborted, StoreError) as exc:
         report.problems.append(str(exc))
-        store.finish_run(run.id, RunStatus.FAILED, report.counts, error=str(exc))
+        store.finish_run(run.id, RunStatus.FAILED, report.counts, error=str(exc), problems=report.problems)
         log.error("run %s failed: %s", run.id, exc)
         return report
-    store.finish_run(run.id, RunStatus.SUCCEEDED, report.counts)
+    store.finish_run(run.id, _final_status(report), report.counts, error=_error(report), problems=report.problems)
     return report
 
 
 class _RunAborted(Exception):
     """The run cannot go on at all (as opposed to one bad record, which is quarantined)."""
+
+
+def _final_status(report: RunReport) -> RunStatus:
+    if report.infrastructure_failed:
+        return RunStatus.FAILED
+    return RunStatus.DEGRADED if report.needs_attention else RunStatus.SUCCEEDED
+
+
+def _error(report: RunReport) -> str | None:
+    stopped = [f"source {name} stopped: {why}" for name, why in report.stopped_sources.items()]
+    unreachable = [f"sink {name} unreachable: {why}" for name, why in report.unreachable_sinks.items()]
+    return "; ".join(stopped + unreachable) or None
+
+
+def _take_tally(report: RunReport, deliveries: Deliveries) -> None:
+    tally = deliveries.tally
+    report.counts["written_back"] += tally.sent
+    report.counts["writeback_failed"] += tally.failed
+    report.counts["writeback_parked"] += tally.parked
+    report.problems += tally.problems
+    report.unreachable_sinks.update(tally.unreachable)
 
 
 def _collect(
@@ -166,19 +185,76 @@ def _collect(
     scoring: ScoringSettings,
     report: RunReport,
     progress: bool,
-    deliveries: _Deliveries,
+    deliveries: Deliveries,
+    limits: RunLimits,
 ) -> None:
-    items = tqdm(source.pull(), desc=f"score {source.name}", unit="ecg", disable=not progress)
-    for batch in _batches(items, scoring.batch_size):
-        _process_batch(store, batch, active, shadows, sinks, scoring, report)
-        source.done(batch)
-        deliveries.pump()
+    """Read one source to its end (or the deadline); an infrastructure failure of the source stops only it."""
+    pulled = _SourceItems(source, limits)
+    items = tqdm(pulled, desc=f"score {source.name}", unit="ecg", disable=not progress)
+    try:
+        for batch in _batches(items, scoring.batch_size):
+            _process_batch(store, batch, active, shadows, sinks, scoring, report)
+            source.done(batch)
+            deliveries.pump()
+    finally:
+        items.close()
+    if pulled.failure is not None:
+        report.stopped_sources[source.name] = pulled.failure
+        log.error("source %s stopped: %s", source.name, pulled.failure)
+    if pulled.stopped_by_deadline and not report.deadline_reached:
+        report.deadline_reached = True
+        report.problems.append(f"the run deadline passed while reading {source.name}; the rest waits for the next run")
+
+
+class _SourceItems:
+    """A source's items until it ends, fails or the deadline passes; what stopped it is kept, not raised.
+
+    A store failure inside the source (the HL7 inbox and the WFDB feed read the store) is not the
+    source's: it is raised, and ends the run.
+    """
+
+    def __init__(self, source: EcgSource, limits: RunLimits) -> None:
+        self._source, self._limits = source, limits
+        self.failure: str | None = None
+        self.stopped_by_deadline = False
+
+    def __iter__(self) -> Iterator[Pulled]:
+        items = iter(self._source.pull())
+        try:
+            while not self._deadline_passed():
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                except StoreError:
+                    raise
+                except IntegrationError as exc:
+                    self.failure = str(exc)
+                    return
+                yield item
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _deadline_passed(self) -> bool:
+        self.stopped_by_deadline = self._limits.passed()
+        return self.stopped_by_deadline
 
 
 def _batches(items: Iterable[Pulled], size: int) -> Iterator[list[Pulled]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A study fit to be scored: the record to score (imputed leads filled in) and what was done to it."""
+
+    study: StoredStudy
+    record: EcgRecord
+    assessment: SignalAssessment
 
 
 def _process_batch(
@@ -193,75 +269,93 @@ def _process_batch(
     report.counts["pulled"] += len(batch)
     for item in batch:
         if isinstance(item, RejectedItem):
-            _quarantine(store, item, report)
-    to_score = _admissible(store, [item for item in batch if isinstance(item, PulledEcg)], active, report)
-    if not to_score:
+            _quarantine_rejected(store, item, report)
+    stored = _store_studies(store, [item for item in batch if isinstance(item, PulledEcg)], report)
+    admitted = _admissible(store, stored, active, report)
+    if not admitted:
         return
-    scored = _score_each(store, to_score, active, scoring, report)
-    records = {study.id: record for study, record in to_score}
+    scored = _score_each(store, admitted, active, scoring, report)
+    records = {entry.study.id: entry.record for entry in admitted}
     shadow_scores = [_score_shadow(scored, records, model, scoring, report) for model in shadows]
-    predictions = [p for study, result in scored for p in _predictions(study.id, result)]
-    predictions += [p for shadow in shadow_scores for study_id, r in shadow.items() for p in _predictions(study_id, r)]
-    with store.transaction() as unit:  # the batch's results, outbox rows and statuses commit together
-        unit.put_predictions(predictions)
-        unit.put_explanations([e for study, result in scored for e in _explanations(study.id, result)])
-        for study, result in scored:
-            for sink in sinks:
-                if sink.accepts(study):
-                    unit.enqueue_outbox(_outbox_message(sink.destination, study, result, active))
-            unit.set_study_status(study.id, StudyStatus.SCORED)
-    report.counts["scored"] += len(scored)
-    report.counts["shadow_scored"] += sum(len(shadow) for shadow in shadow_scores)
+    notes = {entry.study.id: entry.assessment.notes for entry in admitted}
+    _commit_results(store, scored, shadow_scores, notes, sinks, active, report)
+
+
+def _store_studies(store: Store, items: list[PulledEcg], report: RunReport) -> list[tuple[PulledEcg, StoredStudy]]:
+    """The study row of each item, in one commit; a row the store refuses quarantines its item alone."""
+    try:
+        with store.transaction() as unit:  # one commit for the batch's study rows, not one per study
+            return [(item, unit.upsert_study(item.study)) for item in items]
+    except StoreUnavailableError:
+        raise
+    except StoreError:
+        log.warning("storing a batch of %d studies failed; storing them one by one to isolate the bad one", len(items))
+    stored = []
+    for item in items:
+        try:
+            stored.append((item, store.upsert_study(item.study)))
+        except StoreUnavailableError:
+            raise
+        except StoreError as exc:  # the per-record boundary: a constraint on this study's row
+            entry = QuarantineEntry(ECG_QUARANTINE_KIND, item.record.source, f"store-refused: {exc}",
+                                    study_ref(item.study))  # fmt: skip
+            _count_quarantine(store, entry, report, outcome="quarantined")
+    return stored
 
 
 def _admissible(
-    store: Store, items: list[PulledEcg], active: LoadedModel, report: RunReport
-) -> list[tuple[StoredStudy, EcgRecord]]:
+    store: Store, stored: list[tuple[PulledEcg, StoredStudy]], active: LoadedModel, report: RunReport
+) -> list[_Admitted]:
     """Studies that are new and pass validation; the rest are counted, and the invalid ones quarantined."""
     rules = validation_rules(active.artifact.manifest)
-    with store.transaction() as unit:  # one commit for the batch's study rows, not one per study
-        studies = [unit.upsert_study(item.study) for item in items]
-    admissible, in_batch = [], set()
-    for item, study in zip(items, studies, strict=True):
+    admitted: list[_Admitted] = []
+    in_batch: set[int] = set()
+    for item, study in stored:
         if study.status == StudyStatus.SCORED:
             report.counts["already_scored"] += 1
+            continue
+        if study.status == StudyStatus.FAILED:
+            # Quarantined by an earlier run and read again (a source's re-read window): counted, not refused again.
+            _count_quarantine(store, _study_entry(study, study.error or "failed"), report, outcome="quarantined")
             continue
         if study.id in in_batch:  # requeued by id and pulled again as new: one study, scored once
             report.counts["duplicate"] += 1
             continue
         in_batch.add(study.id)
         try:
-            validate_record(item.record, rules)
+            assessment = validate_record(item.record, rules)
         except IntegrationError as exc:
-            _refuse(store, study, item.record.source, str(exc), report)
+            _refuse(store, study, exc.reason if isinstance(exc, InvalidEcgError) else str(exc), report)
             continue
-        admissible.append((study, item.record))
-    return admissible
+        admitted.append(_Admitted(study, assessment.record, assessment))
+    return admitted
 
 
 def _score_each(
     store: Store,
-    to_score: list[tuple[StoredStudy, EcgRecord]],
+    admitted: list[_Admitted],
     active: LoadedModel,
     scoring: ScoringSettings,
     report: RunReport,
 ) -> list[tuple[StoredStudy, ScoredEcg]]:
-    records = [record for _, record in to_score]
+    records = [entry.record for entry in admitted]
     try:
         results = score_records(
             records, active.artifact, batch_size=scoring.batch_size, explanation_top_k=scoring.explanation_top_k
         )
-        return list(zip((study for study, _ in to_score), results, strict=True))
-    except (IntegrationError, ArtifactError, ValueError):
+        return list(zip((entry.study for entry in admitted), results, strict=True))
+    except SCORING_ERRORS:
         log.warning("batch scoring failed; scoring its %d records one by one to isolate the bad one", len(records))
     scored = []
-    for study, record in to_score:
+    for entry in admitted:
         try:
-            result = score_records([record], active.artifact, batch_size=1, explanation_top_k=scoring.explanation_top_k)
-        except (IntegrationError, ArtifactError, ValueError) as exc:  # the per-record boundary
-            _refuse(store, study, record.source, f"scoring failed: {exc}", report, outcome="failed")
+            result = score_records(
+                [entry.record], active.artifact, batch_size=1, explanation_top_k=scoring.explanation_top_k
+            )
+        except SCORING_ERRORS as exc:  # the per-record boundary
+            _refuse(store, entry.study, f"scoring-failed: {exc}", report, outcome="failed")
             continue
-        scored.append((study, result[0]))
+        scored.append((entry.study, result[0]))
     return scored
 
 
@@ -281,46 +375,100 @@ def _score_shadow(
             batch_size=scoring.batch_size,
             explanation_top_k=scoring.explanation_top_k,
         )
-    except (IntegrationError, ArtifactError, ValueError) as exc:
+    except SCORING_ERRORS as exc:
         report.problems.append(f"shadow {model.version}: {exc}")
         return {}
     return {study.id: result for study, result in zip(studies, results, strict=True)}
 
 
-def _refuse(
-    store: Store, study: StoredStudy, origin: str, reason: str, report: RunReport, *, outcome: str = "quarantined"
+def _commit_results(
+    store: Store,
+    scored: list[tuple[StoredStudy, ScoredEcg]],
+    shadow_scores: list[dict[int, ScoredEcg]],
+    notes: dict[int, tuple[str, ...]],
+    sinks: Sequence[ResultSink],
+    active: LoadedModel,
+    report: RunReport,
 ) -> None:
-    key = study.study
-    entry = QuarantineEntry(kind="ecg", origin=origin, reason=reason, raw_ref=study_ref(key))
+    """The batch's results, outbox rows and statuses in one commit; if the store refuses it, study by study."""
+    try:
+        with store.transaction() as unit:
+            for study, result in scored:
+                _write_study(unit, study, result, [shadow.get(study.id) for shadow in shadow_scores],
+                             notes[study.id], sinks, active)  # fmt: skip
+        report.counts["scored"] += len(scored)
+        report.counts["shadow_scored"] += sum(len(shadow) for shadow in shadow_scores)
+        return
+    except StoreUnavailableError:
+        raise
+    except StoreError:
+        log.warning("storing the results of %d studies failed; storing them one by one", len(scored))
+    for study, result in scored:
+        shadows = [shadow.get(study.id) for shadow in shadow_scores]
+        try:
+            with store.transaction() as unit:
+                _write_study(unit, study, result, shadows, notes[study.id], sinks, active)
+        except StoreUnavailableError:
+            raise
+        except StoreError as exc:  # the per-record boundary: a constraint on this study's result rows
+            _refuse(store, study, f"store-refused: {exc}", report, outcome="failed")
+            continue
+        report.counts["scored"] += 1
+        report.counts["shadow_scored"] += sum(shadow is not None for shadow in shadows)
+
+
+def _write_study(
+    unit: Store,
+    study: StoredStudy,
+    result: ScoredEcg,
+    shadows: list[ScoredEcg | None],
+    notes: tuple[str, ...],
+    sinks: Sequence[ResultSink],
+    active: LoadedModel,
+) -> None:
+    results = [result, *(shadow for shadow in shadows if shadow is not None)]
+    unit.put_predictions([p for r in results for p in _predictions(study.id, r)])
+    unit.put_explanations(_explanations(study.id, result))
+    if notes:
+        unit.set_signal_notes(study.id, notes)
+    payload = _payload(study, result, active, notes)
+    for sink in sinks:
+        if sink.accepts(study):
+            unit.enqueue_outbox(_outbox_message(sink.destination, payload))
+    unit.set_study_status(study.id, StudyStatus.SCORED)
+
+
+def _refuse(store: Store, study: StoredStudy, reason: str, report: RunReport, *, outcome: str = "quarantined") -> None:
+    """Quarantine a stored study and mark it failed, in one commit."""
+    entry = _study_entry(study, reason)
     with store.transaction() as unit:
-        unit.add_quarantine(entry)
+        sighting = unit.quarantine(entry)
         unit.set_study_status(study.id, StudyStatus.FAILED, error=reason)
-    report.counts[outcome] += 1
+    report.counts[outcome if sighting.first_time else "already_quarantined"] += 1
     log.warning("quarantined %s: %s", entry.raw_ref, reason)
 
 
-def study_ref(study: EcgStudy) -> str:
-    """How a quarantined ECG names its study: ``source:source_id@source_version``."""
-    return f"{study.source}:{study.source_id}@{study.source_version}"
+def _study_entry(study: StoredStudy, reason: str) -> QuarantineEntry:
+    return QuarantineEntry(kind=ECG_QUARANTINE_KIND, origin=study.study.source, reason=reason,
+                           raw_ref=study_ref(study.study))  # fmt: skip
 
 
-def parse_study_ref(ref: str) -> tuple[str, str, str]:
-    """(source, source_id, source_version) of a :func:`study_ref`."""
-    source, _, rest = ref.partition(":")
-    source_id, _, version = rest.rpartition("@")
-    return source, source_id, version
+def _quarantine_rejected(store: Store, item: RejectedItem, report: RunReport) -> None:
+    if item.quarantine_id is not None:  # the source quarantined it itself (the WFDB feed), once
+        report.counts["quarantined"] += 1
+        log.warning("quarantined %s: %s", item.entry.raw_ref, item.entry.reason)
+        return
+    _count_quarantine(store, item.entry, report, outcome="quarantined")
 
 
-def _quarantine(store: Store, item: RejectedItem, report: RunReport) -> None:
-    entry = item.entry
-    if item.quarantine_id is None:
-        # Sources re-read a little behind their watermark; the same bad item is quarantined once, not per run.
-        if store.list_quarantine(kind=entry.kind, raw_ref=entry.raw_ref):
-            report.counts["already_quarantined"] += 1
-            return
-        store.add_quarantine(entry)
-    report.counts["quarantined"] += 1
-    log.warning("quarantined %s from %s: %s", entry.raw_ref, entry.origin, entry.reason)
+def _count_quarantine(store: Store, entry: QuarantineEntry, report: RunReport, *, outcome: str) -> None:
+    """Quarantine ``entry``; counted under ``outcome`` the first time, as ``already_quarantined`` after."""
+    sighting = store.quarantine(entry)
+    if sighting.first_time:
+        report.counts[outcome] += 1
+        log.warning("quarantined %s from %s: %s", entry.raw_ref, entry.origin, entry.reason)
+    else:
+        report.counts["already_quarantined"] += 1
 
 
 def _predictions(study_id: int, result: ScoredEcg) -> list[Prediction]:
@@ -337,116 +485,24 @@ def _explanations(study_id: int, result: ScoredEcg) -> list[Explanation]:
     ]
 
 
-def _outbox_message(destination: str, study: StoredStudy, result: ScoredEcg, active: LoadedModel) -> OutboxMessage:
-    key = study.study
-    manifest = active.artifact.manifest
-    payload = {
-        "study_id": study.id,
-        "source": key.source,
-        "source_id": key.source_id,
-        "source_version": key.source_version,
-        "patient_ref": key.patient_ref,
-        "acquired_at": key.acquired_at.isoformat() if key.acquired_at else None,
-        "model": {"name": manifest.model_name, "version": active.version, "sha256": active.sha256},
-        "findings": [
-            {"kind": f.kind, "code": f.code, "probability": f.probability, "positive": f.positive}
-            for f in result.findings
-        ],
-        "explanations": [
-            {"diagnosis": e.diagnosis_code, "lab_target": e.lab_target, "probability": e.lab_probability}
-            for e in result.explanations
-        ],
-    }
-    idempotency_key = f"{destination}|{key.source}|{key.source_id}|{key.source_version}|{active.version}"
-    return OutboxMessage(destination=destination, idempotency_key=idempotency_key, payload=payload)
+def _payload(study: StoredStudy, result: ScoredEcg, active: LoadedModel, notes: tuple[str, ...]) -> ResultPayload:
+    key: EcgStudy = study.study
+    return ResultPayload(
+        study_id=study.id,
+        source=key.source,
+        source_id=key.source_id,
+        source_version=key.source_version,
+        patient_ref=key.patient_ref,
+        acquired_at=key.acquired_at,
+        model=ModelRef(active.artifact.manifest.model_name, active.version, active.sha256),
+        findings=tuple(PayloadFinding(f.kind, f.code, f.probability, f.positive) for f in result.findings),
+        explanations=tuple(
+            PayloadExplanation(e.diagnosis_code, e.lab_target, e.lab_probability) for e in result.explanations
+        ),
+        signal_notes=notes,
+    )
 
 
-class _Deliveries:
-    """Write-backs under way while the run goes on: worker threads send, the run's thread records.
-
-    Only the run's thread touches the store. Per sink, at most twice ``max_in_flight`` messages are
-    leased and not yet delivered, so no lease runs out while its message waits for a worker. A failure
-    is recorded only by :meth:`finish`: recording releases the lease, and a released message would be
-    claimed again at once. So each message gets one attempt per run; a down receiver waits for the next.
-    Leaving the block early (a source failed) waits for the sends under way and records nothing: their
-    leases are released at the next run's start and the idempotent receivers absorb the resend.
-    """
-
-    def __init__(self, store: Store, sinks: Sequence[ResultSink], report: RunReport) -> None:
-        self._store, self._sinks, self._report = store, sinks, report
-        self._pools = {
-            sink.destination: ThreadPoolExecutor(
-                sink.max_in_flight, thread_name_prefix=f"write-back-{sink.destination}"
-            )
-            for sink in sinks
-        }
-        self._under_way: dict[Future[str | None], tuple[ResultSink, StoredOutboxMessage]] = {}
-        self._failures: list[tuple[StoredOutboxMessage, str]] = []
-
-    def __enter__(self) -> _Deliveries:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for future in self._under_way:
-            future.cancel()
-        for pool in self._pools.values():
-            pool.shutdown(wait=True)
-
-    def pump(self) -> None:
-        """Record the deliveries that have finished and start pending ones, without waiting."""
-        self._record([future for future in self._under_way if future.done()])
-        for sink in self._sinks:
-            self._start(sink)
-
-    def finish(self) -> None:
-        """Deliver every pending message once, then record the failures."""
-        self.pump()
-        while self._under_way:
-            finished, _ = wait(self._under_way, return_when=FIRST_COMPLETED)
-            self._record(list(finished))
-            for sink in self._sinks:
-                self._start(sink)
-        for message, error in self._failures:
-            _record_failure(self._store, message, error, self._report)
-        self._failures.clear()
-
-    def _start(self, sink: ResultSink) -> None:
-        under_way = sum(1 for owner, _ in self._under_way.values() if owner is sink)
-        if under_way > sink.max_in_flight:
-            return  # the workers still have a queue: claim again in one go when it has run down
-        room = 2 * sink.max_in_flight - under_way
-        pool = self._pools[sink.destination]
-        for message in self._store.claim_outbox(destination=sink.destination, limit=room):
-            self._under_way[pool.submit(_deliver, sink, message)] = (sink, message)
-
-    def _record(self, finished: list[Future[str | None]]) -> None:
-        sent = []
-        for future in finished:
-            _, message = self._under_way.pop(future)
-            error = future.result()  # anything but an IntegrationError is a bug: let it end the run
-            if error is None:
-                sent.append(message)
-            else:
-                self._failures.append((message, error))
-        if sent:
-            with self._store.transaction() as unit:
-                for message in sent:
-                    unit.mark_outbox_sent(message.id)
-            self._report.counts["written_back"] += len(sent)
-
-
-def _deliver(sink: ResultSink, message: StoredOutboxMessage) -> str | None:
-    """Send one message; the error text if it failed (the per-message boundary)."""
-    try:
-        sink.send(message.message.payload)
-    except IntegrationError as exc:
-        return str(exc)
-    return None
-
-
-def _record_failure(store: Store, message: StoredOutboxMessage, error: str, report: RunReport) -> None:
-    stored = store.mark_outbox_failed(message.id, error)
-    key = message.message.idempotency_key
-    report.counts["writeback_failed"] += 1
-    report.problems.append(f"write-back {key}: {error}")
-    log.warning("write-back %s failed (attempt %d, now %s): %s", key, stored.attempts, stored.status.value, error)
+def _outbox_message(destination: str, payload: ResultPayload) -> OutboxMessage:
+    key = f"{destination}|{payload.source}|{payload.source_id}|{payload.source_version}|{payload.model.version}"
+    return OutboxMessage(destination=destination, idempotency_key=key, payload=payload.to_json())

@@ -231,9 +231,9 @@ def _quarantine(args: argparse.Namespace, settings: AgentSettings) -> int:
         return 0
     from contextlib import ExitStack
 
-    from agent.adapters import FhirEcgSource
     from agent.operations import retry_quarantined
     from agent.service import build_sources
+    from agent.sources.fhir import FhirEcgSource
 
     with ExitStack() as stack:
         fhir = next((s for s in build_sources(settings, store, stack) if isinstance(s, FhirEcgSource)), None)
@@ -245,9 +245,9 @@ def _quarantine(args: argparse.Namespace, settings: AgentSettings) -> int:
 def _report(args: argparse.Namespace, settings: AgentSettings) -> int:
     from contextlib import ExitStack
 
-    from agent.adapters import fetch_record
     from agent.operations import study_report_png
     from agent.service import fhir_client
+    from agent.sources.refetch import fetch_record
 
     store = _open_store(settings)
     study = store.get_study_by_id(args.study_id)

@@ -11,9 +11,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.adapters import FhirEcgSource, parse_observation_ref
-from agent.batch import PulledEcg, RejectedItem, parse_study_ref, study_ref
 from agent.errors import AgentError
+from agent.sources import PulledEcg, RejectedItem, parse_study_ref, study_ref
+from agent.sources.fhir import FhirEcgSource, parse_observation_ref
 from integrations.ecg import EcgRecord
 from integrations.ecg_plot import plot_12lead
 from integrations.store import (

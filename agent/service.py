@@ -19,25 +19,25 @@ from pathlib import Path
 
 import httpx
 
-from agent.adapters import (
-    FhirEcgSource,
-    FhirResultSink,
-    Hl7InboxSource,
-    Hl7ResultSink,
-    ManifestIndex,
-    WfdbFolderSource,
-)
-from agent.batch import EcgSource, ResultSink, RunReport, run_once
+from agent.batch import RunReport, run_once
 from agent.errors import ConfigError
 from agent.loader import ModelLoader
 from agent.settings import AgentSettings, FhirServerSettings, TlsServerSettings
+from agent.sinks import ResultSink
+from agent.sinks.fhir import FhirResultSink
+from agent.sinks.hl7 import Hl7ResultSink
+from agent.sinks.manifests import ManifestIndex
+from agent.sources import EcgSource
+from agent.sources.fhir import FhirEcgSource
+from agent.sources.hl7_inbox import Hl7InboxSource
+from agent.sources.wfdb_folder import WfdbFolderSource
 from integrations.fhir.auth import BearerTokenAuth, SmartBackendAuth
 from integrations.fhir.client import FhirClient
 from integrations.fhir.config import FhirConfig, RetryPolicy, SmartBackendConfig
 from integrations.fhir.pull import EcgPullConfig
 from integrations.fhir.writeback import WriteBackConfig
 from integrations.hl7.client import MllpClient
-from integrations.store import Store, same_host_pid_alive
+from integrations.store import RunStatus, Store, same_host_pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_TOO_MANY_FAILURES = 3
 EXIT_LOCKED = 4
+#: The run finished but an operator must look: a refused model, the deadline, write-backs that failed.
+EXIT_NEEDS_ATTENTION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,10 @@ class AgentService:
         with lock as held:
             if not held.acquired:
                 return RunOutcome(EXIT_LOCKED, f"another run is in progress ({held.held_by}); nothing done")
-            # Holding the run lock, any outbox lease belongs to a run that died: its messages are ours to send.
+            # Holding the run lock, a run still "running" and any outbox lease belong to a run that died.
+            abandoned = self.store.abandon_running_runs(f"the process died; its lock was taken over by {holder}")
+            if abandoned:
+                log.warning("runs %s were left running by a process that died: marked abandoned", abandoned)
             self.store.release_outbox_leases()
             models = self.loader.load_for_run()
             with ExitStack() as stack:
@@ -93,14 +98,17 @@ def _outcome(report: RunReport, max_failure_rate: float, store: Store) -> RunOut
     run = store.get_run(report.run_id)
     counts = ", ".join(f"{name} {count}" for name, count in sorted(report.counts.items())) or "nothing new"
     message = f"run {run.id} {run.status.value} with model {report.model_version or '-'}: {counts}"
-    if run.status.value == "failed":
+    if run.status == RunStatus.FAILED:
         return RunOutcome(EXIT_RUN_FAILED, f"{message}; {run.error}", report)
     if report.failure_rate > max_failure_rate:
         return RunOutcome(
             EXIT_TOO_MANY_FAILURES,
-            f"{message}; failure rate {report.failure_rate:.1%} is above the allowed {max_failure_rate:.1%}",
+            f"{message}; failure rate of new ECGs {report.failure_rate:.1%} is above the allowed "
+            f"{max_failure_rate:.1%}",
             report,
         )
+    if run.status == RunStatus.DEGRADED:
+        return RunOutcome(EXIT_NEEDS_ATTENTION, f"{message}; needs attention: {'; '.join(run.problems)}", report)
     return RunOutcome(EXIT_OK, message, report)
 
 

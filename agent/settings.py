@@ -43,6 +43,14 @@ DEFAULT_MLLP_PORT = 2575
 DEFAULT_MAX_HL7_MESSAGE_BYTES = 16 * 1024 * 1024  # a 12-lead, 10 s, 1 kHz ORU is about 1 MB
 
 
+def _known_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'America/New_York')") from exc
+    return value
+
+
 class _Section(BaseModel):
     """A settings section: typos in the TOML file are refused, not ignored."""
 
@@ -181,11 +189,7 @@ class ScheduleSettings(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
+        return _known_zone(value)
 
     @model_validator(mode="after")
     def _valid_cron(self) -> ScheduleSettings:
@@ -202,6 +206,21 @@ class ScoringSettings(_Section):
     max_failure_rate: float = Field(default=0.05, ge=0, le=1)
     #: Lab abnormalities named as the explanation of each positive diagnosis.
     explanation_top_k: int = Field(default=3, ge=0)
+    #: A run stops collecting after this long, finishes what it has committed and exits non-zero; the rest
+    #: waits for the next run. Below the SQLite run lock's 6 h lease, so a slow run is never taken over.
+    deadline_s: float | None = Field(default=4 * 3600.0, gt=0)
+
+
+class SiteSettings(_Section):
+    """Facts about the hospital that inputs leave out."""
+
+    #: IANA zone of the site's clocks: HL7 v2 times without an offset (the norm) and FHIR dates are placed in it.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return _known_zone(value)
 
 
 class AgentSettings(BaseSettings):
@@ -213,6 +232,7 @@ class AgentSettings(BaseSettings):
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     registry_dir: Path = DEFAULT_REGISTRY_DIR
+    site: SiteSettings = SiteSettings()
     sources: SourcesSettings = SourcesSettings()
     sinks: SinksSettings = SinksSettings()
     schedule: ScheduleSettings = ScheduleSettings()

@@ -23,6 +23,16 @@ MISSING_FRACTION = 0.5
 
 
 @dataclass(frozen=True, slots=True)
+class SignalAssessment:
+    """A record fit to be scored: ``record`` is what to score; the notes say what was done to it, in words."""
+
+    record: EcgRecord
+    imputed_leads: tuple[str, ...] = ()
+    dropped_leads: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ValidationRules:
     """Limits a record must meet; built from the model manifest's input contract."""
 
@@ -35,12 +45,13 @@ class ValidationRules:
     max_bad_leads: int = 2
 
 
-def validate_record(record: EcgRecord, rules: ValidationRules) -> None:
+def validate_record(record: EcgRecord, rules: ValidationRules) -> SignalAssessment:
     """Raise :class:`InvalidEcgError` naming the record and the first reason it cannot be scored."""
     _check_rate(record, rules)
     _check_duration(record, rules)
     _check_leads_present(record, rules)
     _check_signal_quality(record, rules)
+    return SignalAssessment(record)
 
 
 def _check_rate(record: EcgRecord, rules: ValidationRules) -> None:

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from agent.batch import PulledEcg, RejectedItem, run_once
+from agent.batch import run_once
+from agent.sinks.payload import ResultPayload
+from agent.sources import PulledEcg, RejectedItem
 from agent.loader import ModelLoader
 from agent.registry import ModelRegistry
 from agent.settings import ScoringSettings
@@ -55,13 +57,13 @@ class CollectingSink:
     max_in_flight = 1
 
     def __init__(self) -> None:
-        self.received: list[dict] = []
+        self.received: list[ResultPayload] = []
         self.down = False
 
     def accepts(self, study) -> bool:
         return True
 
-    def send(self, payload: dict) -> None:
+    def send(self, payload: ResultPayload) -> None:
         if self.down:
             raise IntegrationError("collector is down")
         self.received.append(payload)
@@ -82,7 +84,7 @@ def test_new_ecgs_are_scored_stored_and_written_back(store, models):
     study = store.get_study("list", "a", "1")
     assert study.status == StudyStatus.SCORED
     assert len(store.get_predictions(study.id, "1.0.0")) == N_TARGETS
-    assert sorted(p["source_id"] for p in sink.received) == ["a", "b", "c"]
+    assert sorted(p.source_id for p in sink.received) == ["a", "b", "c"]
     assert store.get_run(report.run_id).status == RunStatus.SUCCEEDED
 
 
@@ -108,7 +110,7 @@ def test_bad_records_are_quarantined_with_the_reason_and_the_run_goes_on(store, 
     report = run_once(store, models.load_for_run(), [source], [], SCORING, progress=False)
     assert report.counts["scored"] == 1 and report.counts["quarantined"] == 2
     reasons = sorted(entry.entry.reason for entry in store.list_quarantine())
-    assert reasons == ["ECG 'short-of-leads': missing leads V6", "no components"]
+    assert reasons == ["missing leads V6", "no components"]
     assert store.get_study("list", "short-of-leads", "1").status == StudyStatus.FAILED
     assert source.acknowledged == ["short-of-leads", "9", "good"]
 
@@ -122,7 +124,7 @@ def test_shadow_results_are_stored_and_never_written_back(store, models, artifac
     study_id = store.get_study("list", "a", "1").id
     assert report.counts["shadow_scored"] == 1
     assert len(store.get_predictions(study_id, "1.1.0")) == N_TARGETS
-    assert [payload["model"]["version"] for payload in sink.received] == ["1.0.0"]
+    assert [payload.model.version for payload in sink.received] == ["1.0.0"]
 
 
 def test_a_failed_write_back_stays_queued_and_is_delivered_by_the_next_run(store, models):
@@ -132,7 +134,7 @@ def test_a_failed_write_back_stays_queued_and_is_delivered_by_the_next_run(store
     assert first.counts["writeback_failed"] == 1 and sink.received == []
     sink.down = False
     second = run_once(store, models.load_for_run(), [ListSource(store, [])], [sink], SCORING, progress=False)
-    assert second.counts["written_back"] == 1 and [p["source_id"] for p in sink.received] == ["a"]
+    assert second.counts["written_back"] == 1 and [p.source_id for p in sink.received] == ["a"]
 
 
 def test_without_an_active_model_the_run_fails_and_says_why(store):
@@ -158,7 +160,7 @@ class ParallelSink:
     def accepts(self, study) -> bool:
         return True
 
-    def send(self, payload: dict) -> None:
+    def send(self, payload: ResultPayload) -> None:
         with self._lock:
             self.under_way += 1
             self.most_under_way = max(self.most_under_way, self.under_way)
@@ -170,7 +172,7 @@ class ParallelSink:
             with self._lock:
                 self.under_way -= 1
         with self._lock:
-            self.received.append(payload["source_id"])
+            self.received.append(payload.source_id)
 
 
 def test_write_backs_go_out_in_parallel_up_to_the_sinks_limit_and_no_further(store, models):
@@ -187,7 +189,7 @@ def test_a_write_back_that_fails_is_tried_once_per_run_even_with_parallel_sender
     sink.down, sink.max_in_flight = True, 4
     attempts: list[str] = []
     send = sink.send
-    sink.send = lambda payload: (attempts.append(payload["source_id"]), send(payload))  # type: ignore[method-assign]
+    sink.send = lambda payload: (attempts.append(payload.source_id), send(payload))  # type: ignore[method-assign]
     source = ListSource(store, [_ecg(f"e{i}", seed=i) for i in range(5)])
     report = run_once(store, models.load_for_run(), [source], [sink], SCORING, progress=False)
     assert report.counts["writeback_failed"] == 5 and sorted(attempts) == [f"e{i}" for i in range(5)]

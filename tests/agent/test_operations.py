@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from agent.batch import PulledEcg, run_once
+from agent.batch import run_once
+from agent.sources import PulledEcg
 from agent.cli import main
 from agent.loader import ModelLoader
 from agent.operations import (

@@ -1,0 +1,173 @@
+"""Write-backs under way while the run goes on: worker threads send, the run's thread records.
+
+Every outbox message is one study's results for one sink (:mod:`agent.sinks`). What can go
+wrong, and what follows:
+
+- **the message itself is refused** (the receiver answers 4xx, the manifest lacks a code, the
+  payload cannot be read): the attempt is counted on the row; after the store's maximum the
+  row is *parked* (status ``failed``), shown by ``status`` and ``outbox list``, and put back
+  with ``outbox requeue``. The run that saw the failure ends ``degraded`` (non-zero exit).
+- **the receiver is unreachable** after the client's own retries (an infrastructure failure):
+  that sink is taken out of this run at once — no message is blamed, no attempt is counted,
+  nothing more is claimed for it — and the run ends ``failed``. Its messages wait, pending,
+  for the next run.
+
+Only the run's thread touches the store. Per sink, at most twice ``max_in_flight`` messages are
+leased and not yet delivered, so no lease runs out while its message waits for a worker. A
+failure is recorded only by :meth:`Deliveries.finish`: recording releases the lease, and a
+released message would be claimed again at once; so each message gets one attempt per run.
+Leaving the block early (the store failed) waits for the sends under way and records nothing:
+their leases are released at the next run's start and the idempotent receivers absorb the resend.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from agent.errors import AgentError
+from agent.sinks import ResultSink
+from agent.sinks.payload import ResultPayload
+from integrations.errors import IntegrationError
+from integrations.fhir.errors import FhirUnavailableError
+from integrations.hl7.errors import MllpConnectionError
+from integrations.store import Store, StoredOutboxMessage
+
+log = logging.getLogger(__name__)
+
+#: Failures that say the receiver cannot be reached at all, rather than that it refused this message.
+UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (FhirUnavailableError, MllpConnectionError)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailure:
+    error: str
+    unreachable: bool
+
+
+@dataclass(slots=True)
+class DeliveryTally:
+    """What the deliveries of one run came to; the run's report reads it."""
+
+    sent: int = 0
+    failed: int = 0
+    parked: int = 0
+    #: Sinks taken out of the run because their receiver could not be reached, with the reason.
+    unreachable: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+class Deliveries:
+    """The run's write-backs: ``pump`` between batches, ``finish`` once every source is read."""
+
+    def __init__(
+        self,
+        store: Store,
+        sinks: Sequence[ResultSink],
+        *,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store, self._sinks = store, sinks
+        self._deadline, self._clock = deadline, clock
+        self._pools = {
+            sink.destination: ThreadPoolExecutor(
+                sink.max_in_flight, thread_name_prefix=f"write-back-{sink.destination}"
+            )
+            for sink in sinks
+        }
+        self._under_way: dict[Future[DeliveryFailure | None], tuple[ResultSink, StoredOutboxMessage]] = {}
+        self._failures: list[tuple[StoredOutboxMessage, str]] = []
+        self.tally = DeliveryTally()
+
+    def __enter__(self) -> Deliveries:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for future in self._under_way:
+            future.cancel()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+
+    def pump(self) -> None:
+        """Record the deliveries that have finished and start pending ones, without waiting."""
+        self._record([future for future in self._under_way if future.done()])
+        for sink in self._sinks:
+            self._start(sink)
+
+    def finish(self) -> None:
+        """Deliver every pending message once (until the deadline), then record the failures."""
+        self.pump()
+        while self._under_way:
+            finished, _ = wait(self._under_way, return_when=FIRST_COMPLETED)
+            self._record(list(finished))
+            for sink in self._sinks:
+                self._start(sink)
+        for message, error in self._failures:
+            self._record_failure(message, error)
+        self._failures.clear()
+        for destination in self.tally.unreachable:
+            # Its claimed-but-unsent messages are ours (we hold the run lock): free them for the next run now.
+            self._store.release_outbox_leases(destination=destination)
+
+    def _start(self, sink: ResultSink) -> None:
+        if sink.destination in self.tally.unreachable or self._past_deadline():
+            return
+        under_way = sum(1 for owner, _ in self._under_way.values() if owner is sink)
+        if under_way > sink.max_in_flight:
+            return  # the workers still have a queue: claim again in one go when it has run down
+        room = 2 * sink.max_in_flight - under_way
+        pool = self._pools[sink.destination]
+        for message in self._store.claim_outbox(destination=sink.destination, limit=room):
+            self._under_way[pool.submit(_deliver, sink, message)] = (sink, message)
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and self._clock() >= self._deadline
+
+    def _record(self, finished: list[Future[DeliveryFailure | None]]) -> None:
+        sent = []
+        for future in finished:
+            sink, message = self._under_way.pop(future)
+            failure = future.result()  # anything but the translated failures is a bug: let it end the run
+            if failure is None:
+                sent.append(message)
+            elif failure.unreachable:
+                self._take_out(sink, failure.error)
+            else:
+                self._failures.append((message, failure.error))
+        if sent:
+            with self._store.transaction() as unit:
+                for message in sent:
+                    unit.mark_outbox_sent(message.id)
+            self.tally.sent += len(sent)
+
+    def _take_out(self, sink: ResultSink, error: str) -> None:
+        if sink.destination not in self.tally.unreachable:
+            self.tally.unreachable[sink.destination] = error
+            log.error("write-back to %s stopped for this run: %s", sink.destination, error)
+
+    def _record_failure(self, message: StoredOutboxMessage, error: str) -> None:
+        stored = self._store.mark_outbox_failed(message.id, error)
+        key = message.message.idempotency_key
+        self.tally.failed += 1
+        parked = stored.status.value == "failed"
+        self.tally.parked += parked
+        outcome = f"parked after {stored.attempts} attempts" if parked else f"attempt {stored.attempts}"
+        self.tally.problems.append(f"write-back {key} ({outcome}): {error}")
+        log.warning("write-back %s failed (%s): %s", key, outcome, error)
+
+
+def _deliver(sink: ResultSink, message: StoredOutboxMessage) -> DeliveryFailure | None:
+    """Send one message; why it failed, or None (the per-message boundary)."""
+    try:
+        sink.send(ResultPayload.from_json(message.message.payload))
+    except UNREACHABLE_ERRORS as exc:
+        return DeliveryFailure(str(exc), unreachable=True)
+    except (IntegrationError, AgentError, ValueError, KeyError, TypeError) as exc:
+        # KeyError/TypeError: a stored payload that no longer reads (hand-edited, or from a future version).
+        return DeliveryFailure(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError | TypeError) else str(exc),
+                               unreachable=False)  # fmt: skip
+    return None
