@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from agent.batch import run_once
-from agent.sinks.payload import ResultPayload
-from agent.sources import PulledEcg, RejectedItem
 from agent.loader import ModelLoader
 from agent.registry import ModelRegistry
 from agent.settings import ScoringSettings
+from agent.sinks.payload import ResultPayload
+from agent.sources import PulledEcg, RejectedItem
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.errors import IntegrationError
 from integrations.store import EcgStudy, QuarantineEntry, RunStatus, StudyStatus

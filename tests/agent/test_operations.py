@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from agent.batch import run_once
-from agent.sources import PulledEcg
 from agent.cli import main
 from agent.loader import ModelLoader
 from agent.operations import (
@@ -20,6 +19,7 @@ from agent.operations import (
 )
 from agent.registry import ModelRegistry
 from agent.settings import ScoringSettings
+from agent.sources import PulledEcg
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.store import EcgStudy, InboxMessage, InboxStatus, QuarantineEntry, QuarantineState, StudyStatus
 
