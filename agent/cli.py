@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from agent.errors import AgentError
 from agent.settings import AgentSettings, load_settings
 from integrations.errors import IntegrationError
-from integrations.store import ModelAuditEntry, ModelVersion, Store
+from integrations.store import ModelAuditEntry, ModelVersion, OutboxStatus, Store
 
 if TYPE_CHECKING:  # imported lazily below: loading torch is slow, and `config check` should not need it
     from agent.registry import ModelRegistry, VerifyResult
@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "run-once", help="one batch run now: pull, score, store, write back",
         description="Pull new ECGs from every enabled source, score them with the active model (and any shadow), "
         "store predictions and explanations, write results back, advance watermarks. Safe to rerun. Exit codes: "
-        "0 done, 1 the run failed, 3 more ECGs failed than scoring.max_failure_rate allows, 4 another run holds "
-        "the lock.",
+        "0 done, 1 the run failed (a database, source or receiver could not be reached), 3 more new ECGs failed "
+        "than scoring.max_failure_rate allows, 4 another run holds the lock, 5 the run finished but needs "
+        "attention (a refused model, the deadline passed, write-backs failed; see status).",
     )  # fmt: skip
     run_once.add_argument(
         "--since", type=datetime.fromisoformat, default=None,
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     quarantine_list.add_argument("--limit", type=int, default=100)
     retry = quarantine_actions.add_parser("retry", help="requeue an entry for the next run (or say what to do)")
     retry.add_argument("quarantine_id", type=int, metavar="ID")
+    _add_outbox_commands(commands)
     report = commands.add_parser(
         "report", help="one study as a 12-lead PNG with its findings and their lab explanations",
         description="Read the study's ECG again from its source and draw the standard 12-lead printout, annotated "
@@ -93,6 +95,23 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--png", type=Path, required=True, help="where to write the PNG")
     report.add_argument("--model", default=None, help="model version whose results to show (default: active)")
     return parser
+
+
+def _add_outbox_commands(commands: argparse._SubParsersAction) -> None:
+    outbox = commands.add_parser(
+        "outbox", help="write-backs waiting or parked",
+        description="Every study's results wait in the outbox until each sink has taken them. A write-back the "
+        "receiver refused on every attempt is parked (status failed) and stays there until an operator requeues "
+        "it; the next run-once delivers what was requeued.",
+    )  # fmt: skip
+    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="parked write-backs (or --pending), oldest first, with the last error")
+    listing.add_argument("--pending", action="store_true", help="list the pending ones instead of the parked ones")
+    listing.add_argument("--limit", type=int, default=100)
+    requeue = actions.add_parser("requeue", help="put parked write-backs back in the queue, attempts reset")
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("outbox_ids", type=int, nargs="*", default=None, metavar="ID", help="outbox ids (see list)")
+    which.add_argument("--all", action="store_true", help="every parked write-back")
 
 
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
@@ -202,10 +221,12 @@ def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
 
     view = status(_open_store(settings))
     active = f"{view.active.version} (sha256 {view.active.sha256[:12]})" if view.active else "none"
-    print(f"active model: {active}")
+    refusal = view.active_refusal()
+    print(f"active model: {active}" + (f"  ** {refusal}" if refusal else ""))
     print(f"shadow models: {', '.join(m.version for m in view.shadows) or 'none'}")
     print(f"backlog: {view.inbox_waiting} HL7 messages waiting, {view.outbox_pending} write-backs pending, "
-          f"{view.outbox_failed} write-backs failed for good")  # fmt: skip
+          f"{view.outbox_parked} write-backs parked after their last attempt"
+          + (" (ecg-agent outbox list; outbox requeue --all)" if view.outbox_parked else ""))  # fmt: skip
     quarantine = ", ".join(f"{kind} {count}" for kind, count in sorted(view.quarantine_open.items())) or "none"
     print(f"quarantine (open): {quarantine}")
     print("last runs:" if view.runs else "last runs: none yet")
@@ -215,6 +236,8 @@ def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
         error = f"  ({run.error})" if run.error else ""
         print(f"  run {run.id} {run.started_at.isoformat(timespec='seconds')} {run.status.value:<9} {took:>9}  "
               f"models {','.join(run.model_versions) or '-'}: {counts}{error}")  # fmt: skip
+        for problem in run.problems:
+            print(f"      - {problem}")
     return 0
 
 
@@ -226,8 +249,10 @@ def _quarantine(args: argparse.Namespace, settings: AgentSettings) -> int:
             print("quarantine is empty")
         for entry in entries:
             e = entry.entry
-            print(f"{entry.id:>6} {entry.created_at.isoformat(timespec='seconds')} {e.kind:<16} {e.raw_ref}  "
-                  f"from {e.origin}: {e.reason}")  # fmt: skip
+            last = entry.last_seen_at or entry.created_at
+            print(f"{entry.id:>6} {e.kind:<16} {e.raw_ref}  seen {entry.seen_count}× "
+                  f"(first {entry.created_at.isoformat(timespec='seconds')}, last {last.isoformat(timespec='seconds')})"
+                  f"  from {e.origin}: {e.reason}")  # fmt: skip
         return 0
     from contextlib import ExitStack
 
@@ -240,6 +265,23 @@ def _quarantine(args: argparse.Namespace, settings: AgentSettings) -> int:
         result = retry_quarantined(store, args.quarantine_id, fhir=fhir)
     print(f"quarantine {result.quarantine_id}: {result.message}")
     return 0 if result.requeued else 1
+
+
+def _outbox(args: argparse.Namespace, settings: AgentSettings) -> int:
+    store = _open_store(settings)
+    if args.action == "requeue":
+        requeued = store.requeue_outbox(None if args.all else args.outbox_ids)
+        print(f"requeued {requeued} parked write-back(s); the next run-once delivers them")
+        return 0 if requeued else 1
+    status = OutboxStatus.PENDING if args.pending else OutboxStatus.FAILED
+    messages = store.list_outbox(status, limit=args.limit)
+    if not messages:
+        print(f"no {'pending' if args.pending else 'parked'} write-backs")
+    for message in messages:
+        print(f"{message.id:>6} {message.message.destination:<6} {message.message.idempotency_key}  "
+              f"attempts {message.attempts}, last {message.updated_at.isoformat(timespec='seconds')}: "
+              f"{message.last_error or '-'}")  # fmt: skip
+    return 0
 
 
 def _report(args: argparse.Namespace, settings: AgentSettings) -> int:
@@ -345,6 +387,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, AgentSettings], int]] = {
     "run-once": _run_once,
     "status": _status,
     "quarantine": _quarantine,
+    "outbox": _outbox,
     "report": _report,
     "serve": _serve,
     "listen": _listen,

@@ -23,6 +23,7 @@ their leases are released at the next run's start and the idempotent receivers a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -79,6 +80,8 @@ class Deliveries:
             )
             for sink in sinks
         }
+        # Set by the worker that finds a receiver unreachable, so the messages queued behind it are not sent.
+        self._down = {sink.destination: threading.Event() for sink in sinks}
         self._under_way: dict[Future[DeliveryFailure | None], tuple[ResultSink, StoredOutboxMessage]] = {}
         self._failures: list[tuple[StoredOutboxMessage, str]] = []
         self.tally = DeliveryTally()
@@ -122,7 +125,8 @@ class Deliveries:
         room = 2 * sink.max_in_flight - under_way
         pool = self._pools[sink.destination]
         for message in self._store.claim_outbox(destination=sink.destination, limit=room):
-            self._under_way[pool.submit(_deliver, sink, message)] = (sink, message)
+            future = pool.submit(_deliver, sink, message, self._down[sink.destination])
+            self._under_way[future] = (sink, message)
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and self._clock() >= self._deadline
@@ -160,11 +164,14 @@ class Deliveries:
         log.warning("write-back %s failed (%s): %s", key, outcome, error)
 
 
-def _deliver(sink: ResultSink, message: StoredOutboxMessage) -> DeliveryFailure | None:
+def _deliver(sink: ResultSink, message: StoredOutboxMessage, down: threading.Event) -> DeliveryFailure | None:
     """Send one message; why it failed, or None (the per-message boundary)."""
+    if down.is_set():
+        return DeliveryFailure(f"not sent: {sink.destination} was found unreachable", unreachable=True)
     try:
         sink.send(ResultPayload.from_json(message.message.payload))
     except UNREACHABLE_ERRORS as exc:
+        down.set()
         return DeliveryFailure(str(exc), unreachable=True)
     except (IntegrationError, AgentError, ValueError, KeyError, TypeError) as exc:
         # KeyError/TypeError: a stored payload that no longer reads (hand-edited, or from a future version).

@@ -22,6 +22,7 @@ from integrations.store import (
     OutboxStatus,
     QuarantineState,
     Run,
+    RunStatus,
     Store,
     StoredQuarantineEntry,
     StoredStudy,
@@ -44,9 +45,21 @@ class Status:
     active: ModelVersion | None
     shadows: list[ModelVersion]
     outbox_pending: int
-    outbox_failed: int
+    #: Write-backs that used up their attempts: parked until an operator requeues them (``outbox requeue``).
+    outbox_parked: int
     inbox_waiting: int
     quarantine_open: dict[str, int]
+
+    def active_refusal(self) -> str | None:
+        """Why the last finished run refused the active version (tampered, unreadable), if it did."""
+        if self.active is None:
+            return None
+        finished = next((run for run in self.runs if run.status != RunStatus.RUNNING), None)
+        if finished is None:
+            return None
+        marker = f"version {self.active.version}:"
+        refusal = next((problem for problem in finished.problems if problem.startswith(marker)), None)
+        return None if refusal is None else f"refused by run {finished.id}: {refusal.removeprefix(marker).strip()}"
 
 
 def status(store: Store, *, n_runs: int = 5) -> Status:
@@ -55,7 +68,7 @@ def status(store: Store, *, n_runs: int = 5) -> Status:
         active=store.active_model_version(),
         shadows=store.shadow_model_versions(),
         outbox_pending=store.count_outbox(OutboxStatus.PENDING),
-        outbox_failed=store.count_outbox(OutboxStatus.FAILED),
+        outbox_parked=store.count_outbox(OutboxStatus.FAILED),
         inbox_waiting=store.count_inbox(InboxStatus.RECEIVED),
         quarantine_open=store.count_quarantine(state=QuarantineState.OPEN),
     )
