@@ -266,8 +266,9 @@ def study_findings(store: Store, study_id: int, model: ModelVersion) -> list[Pri
         # a diagnosis is charted under its ICD-10 code, worth printing; a lab target's key means nothing to a reader
         code = p.code if p.target_kind == TargetKind.DIAGNOSIS and name != p.code else None
         findings.append(
-            PrintoutFinding(name, code, p.probability, release.charted, release.quality, tuple(explained_by[p.code]))
-        )
+            PrintoutFinding(name, code, p.probability, release.charted, release.quality, tuple(explained_by[p.code]),
+                            predicted_lab=p.target_kind == TargetKind.LAB)
+        )  # fmt: skip
     return findings
 
 
@@ -295,7 +296,8 @@ def study_report(
 
 def _printout_title(study: StoredStudy, model: ModelVersion) -> str:
     source = study.study
+    patient = f"patient {source.patient_ref}, " if source.patient_ref else ""
     acquired = f", acquired {source.acquired_at:%Y-%m-%d %H:%M %Z}".rstrip() if source.acquired_at else ""
     shadow = " (shadow)" if model.state == ModelState.SHADOW else ""
-    return f"Study {study.id}: {source.source} {source.source_id} v{source.source_version}{acquired}, " \
+    return f"Study {study.id}: {patient}{source.source} {source.source_id} v{source.source_version}{acquired}, " \
            f"model {model.version}{shadow}"  # fmt: skip

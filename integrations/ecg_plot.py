@@ -73,6 +73,7 @@ class PrintoutFinding:
     charted: bool  # written back to the patient's chart, or only stored in the agent's database
     quality: str | None = None  # how far to trust a positive, e.g. "PPV 62 %, sensitivity 71 %"
     explained_by: tuple[str, ...] = ()  # predicted lab abnormalities, e.g. "Potassium high (p 0.82)"
+    predicted_lab: bool = False  # a lab abnormality predicted from the ECG: printed apart, as not measured
 
 
 _MINOR, _MAJOR, _TRACE, _FRAME, _NOTE = "#f5c4c4", "#e38585", "black", "#555555", "#8a3b00"
@@ -83,8 +84,9 @@ _LINE_SPACING = 1.35  # line pitch in font sizes
 _MARGIN_MM, _FOOTER_MM, _GAP_MM, _BOX_PAD_MM = 7.0, 8.0, 3.0, 1.5
 _MAX_TITLE_LINES, _MAX_NOTE_LINES = 2, 3
 _INDENT = "    "
+_PREDICTED_LABS = "Lab abnormalities predicted from the ECG (not measured):"
 _NBSP = "\u00a0"  # a space that text wrapping never breaks at
-_UNCONFIRMED = "Unconfirmed: the findings are a model's output and need a physician's over-read."
+_UNCONFIRMED = "Unconfirmed: findings are a model's output (% = its probability) and need a physician's over-read."
 
 
 def plot_12lead(
@@ -320,11 +322,16 @@ def _draw_findings_box(
     sheet.text(x_mm, top_mm, heading_line, _TEXT_PT, bold=True)
     top_mm -= _line_mm(_TEXT_PT) * 1.2
     max_lines = math.floor((top_mm - box.y_mm - _BOX_PAD_MM + 0.5) / _line_mm(_TEXT_PT))
-    blocks = [_finding_lines(sheet, f, width_mm) for f in findings]
+    diagnoses = [f for f in findings if not f.predicted_lab]
+    labs = [f for f in findings if f.predicted_lab]
+    blocks = [_finding_lines(sheet, f, width_mm) for f in diagnoses + labs]
+    if labs:  # a reader must not take "Potassium high" for a measured value
+        blocks[len(diagnoses)].insert(0, _PREDICTED_LABS)
     lines = _fitted(blocks, max_lines) if blocks else ["none"]
     colour = _TRACE if emphasis else _FRAME
     for i, line in enumerate(lines):
-        sheet.text(x_mm, top_mm - i * _line_mm(_TEXT_PT), line, _TEXT_PT, colour=colour)
+        bold = line == _PREDICTED_LABS
+        sheet.text(x_mm, top_mm - i * _line_mm(_TEXT_PT), line, _TEXT_PT, bold=bold, colour=colour)
 
 
 def _finding_lines(sheet: _Sheet, finding: PrintoutFinding, width_mm: float) -> list[str]:

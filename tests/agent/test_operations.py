@@ -189,8 +189,8 @@ def test_findings_are_named_ordered_charted_and_explained_from_the_manifest(stor
         PrintoutFinding("Atrial fibrillation and flutter", "I48", 0.93, True, None, ("Potassium high (p 0.82)",)),
         PrintoutFinding("R00", None, 0.7, True),  # a code the manifest does not name prints as itself, once
         PrintoutFinding("Hyperkalemia", "E875", 0.64, False, "PPV 31 %, sensitivity 55 %"),
-        PrintoutFinding("Potassium high", None, 0.82, True),
-        PrintoutFinding("TSH high", None, 0.57, True, "PPV 62 %"),
+        PrintoutFinding("Potassium high", None, 0.82, True, predicted_lab=True),
+        PrintoutFinding("TSH high", None, 0.57, True, "PPV 62 %", predicted_lab=True),
     ]
 
 

@@ -25,8 +25,8 @@ AF = PrintoutFinding(
     "Atrial fibrillation", "I48", 0.93, charted=True, quality="PPV 62 %, sensitivity 71 %",
     explained_by=("Potassium high (p 0.82)",),
 )  # fmt: skip
-POTASSIUM = PrintoutFinding("Potassium high", None, 0.82, charted=True)
-TSH = PrintoutFinding("TSH high", None, 0.57, charted=False)
+POTASSIUM = PrintoutFinding("Potassium high", None, 0.82, charted=True, predicted_lab=True)
+TSH = PrintoutFinding("TSH high", None, 0.57, charted=False, predicted_lab=True)
 
 
 def _record(leads=MODEL_LEAD_ORDER, *, fs_hz: float = 500.0, duration_s: float = 10.0) -> EcgRecord:
@@ -128,6 +128,16 @@ def test_findings_are_printed_by_name_with_percentage_quality_and_explaining_lab
     assert any("explained by predicted Potassium high (p 0.82)" in t for t in texts)
     assert "Potassium high  82 %" in texts and "TSH high  57 %" in texts
     assert not any("potassium_high" in t or "tsh_high" in t for t in texts)
+
+
+def test_predicted_lab_abnormalities_follow_the_diagnoses_under_a_heading_saying_they_are_not_measured():
+    figure = draw_12lead(_record(), findings=[POTASSIUM, AF])
+    heading = _text(figure, "Lab abnormalities predicted from the ECG (not measured):")
+    top_down = [
+        _text(figure, start).get_position()[1] for start in ("Atrial fibrillation", "Lab abnormalities", "Potassium")
+    ]
+    assert top_down == sorted(top_down, reverse=True)
+    assert _frame_around(figure, heading) == _frame_around(figure, _text(figure, "Charted findings (2)"))
 
 
 def test_charted_and_stored_only_findings_are_in_separate_frames():
