@@ -30,6 +30,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Rectangle
 
 from integrations.ecg import EcgRecord, canonical_lead_name
+from integrations.errors import PrintoutError
 
 #: Rows of the standard printout; column c shows seconds [2.5c, 2.5c + 2.5).
 LAYOUT: tuple[tuple[str, ...], ...] = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
@@ -98,13 +99,19 @@ def plot_12lead(
     signal_notes: Sequence[str] = (),
     page: Page = A4_LANDSCAPE,
 ) -> Path:
-    """Write the printout to ``path``, as PNG or PDF by its suffix; returns ``path``."""
+    """Write the printout to ``path``, as PNG or PDF by its suffix; returns ``path``.
+
+    Raises :class:`PrintoutError` for another suffix or a path that cannot be written.
+    """
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in ("png", "pdf"):
-        raise ValueError(f"a printout is written as .png or .pdf, not {path.name!r}")
+        raise PrintoutError(path, "a printout is written as .png or .pdf")
     figure = draw_12lead(record, title=title, findings=findings, signal_notes=signal_notes, page=page)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format=suffix, dpi=PNG_DPI)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format=suffix, dpi=PNG_DPI)
+    except OSError as exc:
+        raise PrintoutError(path, f"cannot be written: {exc}") from exc
     return path
 
 

@@ -18,6 +18,7 @@ from integrations.ecg_plot import (
     draw_12lead,
     plot_12lead,
 )
+from integrations.errors import PrintoutError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MM_PER_INCH = 25.4
@@ -91,9 +92,12 @@ def test_the_pdf_is_one_landscape_page(tmp_path, page, width_pt, height_pt):
     assert [float(v) for v in box.split()] == pytest.approx([0, 0, width_pt, height_pt], abs=0.01)
 
 
-def test_only_png_and_pdf_are_written(tmp_path):
-    with pytest.raises(ValueError, match=r"\.png or \.pdf"):
+def test_only_png_and_pdf_are_written_and_an_unwritable_path_is_a_printout_error(tmp_path):
+    with pytest.raises(PrintoutError, match=r"ecg\.svg: a printout is written as \.png or \.pdf"):
         plot_12lead(_record(), tmp_path / "ecg.svg")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(PrintoutError, match="cannot be written"):
+        plot_12lead(_record(), tmp_path / "a-file" / "ecg.png")
 
 
 def test_the_paper_is_true_scale_25_mm_per_s_and_10_mm_per_mv_and_says_so():
