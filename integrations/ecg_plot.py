@@ -284,13 +284,22 @@ def _draw_footer(sheet: _Sheet, grid: _Box, record: EcgRecord, *, with_findings:
         f"{MM_PER_MV:.0f} mm/mV",
         f"calibration {CALIBRATION_MV:.0f} mV x {CALIBRATION_S * 1000:.0f} ms",
         f"sampled at {record.fs_hz:g} Hz",
-        f"first {STRIP_S:.0f} s of {record.duration_s:.1f} s shown" if record.duration_s > STRIP_S + 0.05 else "",
+        _duration_note(record.duration_s),
         f"record {record.record_id}",
     ]
     text = "   ".join(p for p in parts if p)
     lines = _capped(sheet.wrap(text, grid.width_mm, _SMALL_PT), 1) + ([_UNCONFIRMED] if with_findings else [])
     for i, line in enumerate(lines):
         sheet.text(grid.x_mm, grid.y_mm - 1.0 - i * _line_mm(_SMALL_PT), line, _SMALL_PT)
+
+
+def _duration_note(duration_s: float) -> str:
+    """Why a panel is empty, or that the strip is not the whole record."""
+    if duration_s > STRIP_S + 0.05:
+        return f"first {STRIP_S:.0f} s of {duration_s:.1f} s shown"
+    if duration_s < STRIP_S - 0.05:
+        return f"only {duration_s:.1f} s recorded"
+    return ""
 
 
 def _draw_header(

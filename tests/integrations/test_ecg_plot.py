@@ -200,6 +200,11 @@ def _starts_in(text: Text, frame: tuple[float, float, float, float]) -> bool:
     return x0 <= x <= x0 + width and y0 <= y <= y0 + height
 
 
+def test_a_short_record_says_why_panels_are_empty():
+    texts = [_plain(t) for t in _texts(draw_12lead(_record(duration_s=4.0)))]
+    assert any("only 4.0 s recorded" in t for t in texts)
+
+
 def test_vendor_lead_names_and_a_longer_record_at_another_rate():
     vendor_leads = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
     figure = draw_12lead(_record(vendor_leads, fs_hz=257.0, duration_s=12.0))
