@@ -87,12 +87,17 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("quarantine_id", type=int, metavar="ID")
     _add_outbox_commands(commands)
     report = commands.add_parser(
-        "report", help="one study as a 12-lead PNG with its findings and their lab explanations",
-        description="Read the study's ECG again from its source and draw the standard 12-lead printout, annotated "
-        "with the positive diagnoses, their probabilities and the predicted lab abnormalities that explain them.",
+        "report", help="one study as a 12-lead printout (PNG or PDF) with its findings and their lab explanations",
+        description="Read the study's ECG again from its source and draw the standard 12-lead printout (25 mm/s, "
+        "10 mm/mV, 1 mV calibration pulse) on one landscape page, with the positive findings by name and "
+        "probability, charted ones apart from those only stored, and the predicted lab abnormalities that explain "
+        "them.",
     )  # fmt: skip
     report.add_argument("study_id", type=int, metavar="STUDY", help="the study's id in the store (see `status`)")
-    report.add_argument("--png", type=Path, required=True, help="where to write the PNG")
+    output = report.add_mutually_exclusive_group(required=True)
+    output.add_argument("--png", type=_file_ending(".png"), metavar="FILE", help="write a PNG (150 dpi)")
+    output.add_argument("--pdf", type=_file_ending(".pdf"), metavar="FILE", help="write a one-page PDF, true scale")
+    report.add_argument("--paper", choices=("a4", "letter"), default="a4", help="landscape page size (default: a4)")
     report.add_argument("--model", default=None, help="model version whose results to show (default: active)")
     return parser
 
@@ -112,6 +117,16 @@ def _add_outbox_commands(commands: argparse._SubParsersAction) -> None:
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("outbox_ids", type=int, nargs="*", default=None, metavar="ID", help="outbox ids (see list)")
     which.add_argument("--all", action="store_true", help="every parked write-back")
+
+
+def _file_ending(suffix: str) -> Callable[[str], Path]:
+    def parse(value: str) -> Path:
+        path = Path(value)
+        if path.suffix.lower() != suffix:
+            raise argparse.ArgumentTypeError(f"{value!r} does not end in {suffix}")
+        return path
+
+    return parse
 
 
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
@@ -287,9 +302,10 @@ def _outbox(args: argparse.Namespace, settings: AgentSettings) -> int:
 def _report(args: argparse.Namespace, settings: AgentSettings) -> int:
     from contextlib import ExitStack
 
-    from agent.operations import study_report_png
+    from agent.operations import study_report
     from agent.service import fhir_client
     from agent.sources.refetch import fetch_record
+    from integrations.ecg_plot import PAGES
 
     store = _open_store(settings)
     study = store.get_study_by_id(args.study_id)
@@ -300,7 +316,8 @@ def _report(args: argparse.Namespace, settings: AgentSettings) -> int:
         server = settings.sources.fhir.server
         fhir = stack.enter_context(fhir_client(server)) if server is not None else None
         record = fetch_record(study, store, fhir=fhir, wfdb_folder=settings.sources.wfdb.path)
-    print(study_report_png(store, study, record, version, args.png))
+    path = args.png or args.pdf
+    print(study_report(store, study, record, version, path, signal_notes=study.signal_notes, page=PAGES[args.paper]))
     return 0
 
 

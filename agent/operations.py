@@ -1,4 +1,4 @@
-"""What operators ask the agent: status, quarantine, shadow-versus-active, one study's report.
+"""What operators ask the agent: status, quarantine, shadow-versus-active, one study's printout.
 
 Read-mostly views over the store; the one mutating command (``quarantine retry``)
 requeues an item for the next run and marks the quarantine row retried, so the audit of
@@ -8,16 +8,19 @@ what happened stays in the table.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.errors import AgentError
 from agent.sources import PulledEcg, RejectedItem, parse_study_ref, study_ref
 from agent.sources.fhir import FhirEcgSource, parse_observation_ref
 from integrations.ecg import EcgRecord
-from integrations.ecg_plot import plot_12lead
+from integrations.ecg_plot import A4_LANDSCAPE, Page, PrintoutFinding, plot_12lead
 from integrations.store import (
     InboxStatus,
+    ModelState,
     ModelVersion,
     OutboxStatus,
     QuarantineState,
@@ -34,9 +37,6 @@ from integrations.store import (
 SAFE_AGREEMENT = 0.90
 #: ... and whose positive rate moves by no more than this, label by label.
 SAFE_POSITIVE_RATE_SHIFT = 0.05
-#: The printout names this many positive diagnoses and lab abnormalities (most probable first); the rest are in SQL.
-REPORT_MAX_DIAGNOSES = 8
-REPORT_MAX_LABS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,32 +226,91 @@ def _compare(kind: str, code: str, rows: list[tuple[bool, bool, float]]) -> Labe
     )
 
 
-# --- one study's report ----------------------------------------------------------------------------------------
+# --- one study's printout ---------------------------------------------------------------------------------------
 
 
-def study_report_png(store: Store, study: StoredStudy, record: EcgRecord, model_version: str, path: Path) -> Path:
-    """The 12-lead ECG with the positive diagnoses, their probabilities and the lab abnormalities that explain them."""
-    predictions = store.get_predictions(study.id, model_version)
+@dataclass(frozen=True, slots=True)
+class LabelRelease:
+    """What the chart gets from one label: whether its positives are written back, and how far to trust one."""
+
+    charted: bool
+    quality: str | None  # e.g. "PPV 62 %, sensitivity 71 %"
+
+
+def label_release(label: Mapping[str, Any], model: ModelVersion) -> LabelRelease:
+    """Release of one manifest label (a ``diagnoses`` or ``lab_targets`` entry) for results of ``model``.
+
+    A shadow version's results are stored and never written back. Otherwise the label's ``release``
+    entry decides when the manifest has one (``charted``, and optional ``ppv`` / ``sensitivity`` on
+    validation); a manifest without it predates per-label release, when every positive was charted.
+    """
+    release = label.get("release") or {}
+    written_back = model.state != ModelState.SHADOW
+    measured = [(name, release.get(key)) for key, name in (("ppv", "PPV"), ("sensitivity", "sensitivity"))]
+    quality = ", ".join(f"{name} {100 * value:.0f} %" for name, value in measured if value is not None)
+    return LabelRelease(charted=written_back and bool(release.get("charted", True)), quality=quality or None)
+
+
+def study_findings(store: Store, study_id: int, model: ModelVersion) -> list[PrintoutFinding]:
+    """The study's positive findings from ``model`` as a reader sees them: diagnoses then labs, most probable first."""
+    predictions = store.get_predictions(study_id, model.version)
     if not predictions:
-        raise AgentError(f"study {study.id} has no predictions from model {model_version}")
-    labs = {p.code: p.probability for p in predictions if p.target_kind == TargetKind.LAB}
-    explanations = defaultdict(list)
-    for explanation in store.get_explanations(study.id, model_version):
-        explanations[explanation.diagnosis_code].append(explanation.lab_code)
-    ranked = sorted((p for p in predictions if p.is_positive), key=lambda p: -p.probability)
-    diagnoses = [p for p in ranked if p.target_kind == TargetKind.DIAGNOSIS]
-    lines = []
-    for p in diagnoses[:REPORT_MAX_DIAGNOSES]:
-        why = ", ".join(f"{lab} {labs[lab]:.2f}" for lab in explanations.get(p.code, []))
-        lines.append(f"{p.code}  p={p.probability:.2f}" + (f"   explained by predicted {why}" if why else ""))
-    if len(diagnoses) > REPORT_MAX_DIAGNOSES:
-        lines.append(f"... and {len(diagnoses) - REPORT_MAX_DIAGNOSES} more positive diagnoses (see the store)")
-    positive_labs = [f"{p.code} {p.probability:.2f}" for p in ranked if p.target_kind == TargetKind.LAB]
-    if positive_labs:
-        more = len(positive_labs) - REPORT_MAX_LABS
-        lines.append("predicted lab abnormalities: " + ", ".join(positive_labs[:REPORT_MAX_LABS])
-                     + (f" (+{more})" if more > 0 else ""))  # fmt: skip
-    if not lines:
-        lines.append("no positive finding")
-    title = f"study {study.id} ({study.study.source} {study.study.source_id}), model {model_version}"
-    return plot_12lead(record, path, title=title, annotations=lines)
+        raise AgentError(f"study {study_id} has no predictions from model {model.version}")
+    labels = {
+        TargetKind.DIAGNOSIS: {label["code"]: label for label in model.manifest.get("diagnoses", [])},
+        TargetKind.LAB: {target["name"]: target for target in model.manifest.get("lab_targets", [])},
+    }
+    lab_probability = {p.code: p.probability for p in predictions if p.target_kind == TargetKind.LAB}
+    explained_by = defaultdict(list)
+    for explanation in store.get_explanations(study_id, model.version):
+        lab_name = labels[TargetKind.LAB].get(explanation.lab_code, {}).get("display") or explanation.lab_code
+        probability = lab_probability.get(explanation.lab_code)
+        explained_by[explanation.diagnosis_code].append(
+            lab_name if probability is None else f"{lab_name} (p {probability:.2f})"
+        )
+    positives = sorted(
+        (p for p in predictions if p.is_positive), key=lambda p: (p.target_kind != TargetKind.DIAGNOSIS, -p.probability)
+    )
+    findings = []
+    for p in positives:
+        label = labels[p.target_kind].get(p.code, {})
+        name = label.get("display") or p.code
+        release = label_release(label, model)
+        # a diagnosis is charted under its ICD-10 code, worth printing; a lab target's key means nothing to a reader
+        code = p.code if p.target_kind == TargetKind.DIAGNOSIS and name != p.code else None
+        findings.append(
+            PrintoutFinding(name, code, p.probability, release.charted, release.quality, tuple(explained_by[p.code]),
+                            predicted_lab=p.target_kind == TargetKind.LAB)
+        )  # fmt: skip
+    return findings
+
+
+def study_report(
+    store: Store,
+    study: StoredStudy,
+    record: EcgRecord,
+    model_version: str,
+    path: Path,
+    *,
+    signal_notes: Sequence[str] = (),
+    page: Page = A4_LANDSCAPE,
+) -> Path:
+    """The 12-lead printout of ``record`` with the findings of ``model_version``, as PNG or PDF by ``path``'s suffix.
+
+    ``signal_notes`` say what was done to the signal before scoring (an imputed lead, a filter).
+    """
+    model = store.get_model_version(model_version)
+    if model is None:
+        raise AgentError(f"model version {model_version} is not registered")
+    findings = study_findings(store, study.id, model)
+    return plot_12lead(record, path, title=_printout_title(study, model), findings=findings,
+                       signal_notes=signal_notes, page=page)  # fmt: skip
+
+
+def _printout_title(study: StoredStudy, model: ModelVersion) -> str:
+    source = study.study
+    patient = f"patient {source.patient_ref}, " if source.patient_ref else ""
+    acquired = f", acquired {source.acquired_at:%Y-%m-%d %H:%M %Z}".rstrip() if source.acquired_at else ""
+    shadow = " (shadow)" if model.state == ModelState.SHADOW else ""
+    return f"Study {study.id}: {patient}{source.source} {source.source_id} v{source.source_version}{acquired}, " \
+           f"model {model.version}{shadow}"  # fmt: skip

@@ -5,6 +5,7 @@ with ``raise ... from exc``, so callers catch one family and every message names
 the record and the reason::
 
     IntegrationError
+    ├── PrintoutError                a printout that cannot be written (not .png or .pdf, an unwritable path)
     ├── InvalidEcgError              a record that cannot be a 12-lead ECG
     │   ├── MissingLeadsError        required leads absent
     │   └── InvalidEcgObservation    an undecodable FHIR ECG Observation, with a reason (also a FhirError)
@@ -33,6 +34,15 @@ from __future__ import annotations
 
 class IntegrationError(Exception):
     """Base of every error raised by :mod:`integrations`."""
+
+
+class PrintoutError(IntegrationError):
+    """An ECG printout that cannot be written to ``path``."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"printout {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class InvalidEcgError(IntegrationError, ValueError):

@@ -38,5 +38,5 @@ def plot_examples(out_dir: Path, *, seed: int = 0) -> list[Path]:
                            source="simulated-example")  # fmt: skip
         notes = [f"HR {params.hr_bpm:.0f} bpm, PR {params.pr_ms:.0f} ms, QRS {params.qrs_ms:.0f} ms, "
                  f"QTc {params.qtc_ms:.0f} ms"]  # fmt: skip
-        paths.append(plot_12lead(record, out_dir / f"{name}.png", title=f"Simulated: {title}", annotations=notes))
+        paths.append(plot_12lead(record, out_dir / f"{name}.png", title=f"Simulated: {title}", signal_notes=notes))
     return paths

@@ -1,12 +1,17 @@
 """ecg-agent explains itself, rolls models out through the registry, and exits 1 naming what went wrong."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import wfdb
 
 from agent.cli import main
+from integrations.ecg import MIMIC_FILE_LEAD_ORDER
+from integrations.store import EcgStudy, ModelState, Prediction, TargetKind
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
 
@@ -61,4 +66,30 @@ def test_promoting_an_unknown_version_exits_1_with_the_reason(config, capsys):
 def test_a_mutating_command_without_a_reason_is_a_usage_error(config):
     with pytest.raises(SystemExit) as usage:
         _agent(config, "model", "promote", "1.0.0")
+    assert usage.value.code == 2
+
+
+def test_report_draws_a_wfdb_study_with_the_active_models_findings_as_a_one_page_pdf(tmp_path, store, capsys):
+    folder = tmp_path / "wfdb"
+    folder.mkdir()
+    signal_mv = np.random.default_rng(2).normal(0.0, 0.3, size=(5000, 12))
+    wfdb.wrsamp("ref", fs=500, units=["mV"] * 12, sig_name=list(MIMIC_FILE_LEAD_ORDER), p_signal=signal_mv,
+                fmt=["16"] * 12, adc_gain=[200.0] * 12, baseline=[0] * 12, write_dir=str(folder))  # fmt: skip
+    config = tmp_path / "report.toml"
+    config.write_text(f'database_url = "sqlite:///{tmp_path / "agent.db"}"\n[sources.wfdb]\npath = "{folder}"\n')
+    manifest = {"diagnoses": [{"code": "I48", "display": "Atrial fibrillation and flutter"}], "lab_targets": []}
+    store.register_model_version("2.0.0", "0" * 64, "/models/2.0.0", manifest, actor="test")
+    store.set_model_state("2.0.0", ModelState.ACTIVE, actor="test", reason="test")
+    study = store.upsert_study(EcgStudy("wfdb", "ref", "1", 500.0, MIMIC_FILE_LEAD_ORDER))
+    store.put_predictions([Prediction(study.id, "2.0.0", TargetKind.DIAGNOSIS, "I48", 0.93, True)])
+    out = tmp_path / "out" / "ref.pdf"
+    assert _agent(config, "report", str(study.id), "--pdf", str(out), "--paper", "letter") == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert len(re.findall(rb"/Type\s*/Page\b", out.read_bytes())) == 1
+
+
+@pytest.mark.parametrize("output", [["--png", "a.pdf"], ["--pdf", "a.png"], ["--png", "a.png", "--pdf", "a.pdf"], []])
+def test_report_writes_exactly_one_png_or_pdf_named_as_such(config, output):
+    with pytest.raises(SystemExit) as usage:
+        _agent(config, "report", "1", *output)
     assert usage.value.code == 2

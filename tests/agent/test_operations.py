@@ -1,5 +1,6 @@
 """Operator views: status, quarantine retry, shadow-versus-active, and one study's annotated printout."""
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -8,20 +9,35 @@ import pytest
 
 from agent.batch import run_once
 from agent.cli import main
+from agent.errors import AgentError
 from agent.loader import ModelLoader
 from agent.operations import (
     LabelComparison,
     ShadowReport,
+    label_release,
     retry_quarantined,
     shadow_report,
     status,
-    study_report_png,
+    study_findings,
+    study_report,
 )
 from agent.registry import ModelRegistry
 from agent.settings import ScoringSettings
 from agent.sources import PulledEcg
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
-from integrations.store import EcgStudy, InboxMessage, InboxStatus, QuarantineEntry, QuarantineState, StudyStatus
+from integrations.ecg_plot import LETTER_LANDSCAPE, PrintoutFinding
+from integrations.store import (
+    EcgStudy,
+    Explanation,
+    InboxMessage,
+    InboxStatus,
+    ModelState,
+    Prediction,
+    QuarantineEntry,
+    QuarantineState,
+    StudyStatus,
+    TargetKind,
+)
 
 SCORING = ScoringSettings(batch_size=8)
 
@@ -114,12 +130,94 @@ def test_the_verdict_is_safe_only_when_every_label_agrees_and_keeps_its_positive
     assert not ShadowReport("1.0.0", "1.1.0", 0, []).looks_safe
 
 
-def test_the_study_report_is_a_png_annotated_with_the_findings(store, registry, tmp_path):
+def test_the_study_report_is_a_png_or_a_one_page_pdf(store, registry, tmp_path):
     item = _ecg("a")
     _run(store, [item])
     study = store.get_study("list", "a", "1")
-    path = study_report_png(store, study, item.record, "1.0.0", tmp_path / "a.png")
+    path = study_report(store, study, item.record, "1.0.0", tmp_path / "a.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pdf = study_report(store, study, item.record, "1.0.0", tmp_path / "a.pdf", page=LETTER_LANDSCAPE).read_bytes()
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+
+
+def test_findings_from_the_exported_manifest_are_named_by_its_displays(store, registry):
+    _run(store, [_ecg(f"n{i}", seed=i) for i in range(6)])
+    manifest = store.get_model_version("1.0.0").manifest
+    displays = {label["display"] for label in manifest["diagnoses"] + manifest["lab_targets"]}
+    findings = [f for i in range(6) for f in study_findings(store, store.get_study("list", f"n{i}", "1").id,
+                                                            store.get_model_version("1.0.0"))]  # fmt: skip
+    assert findings and {f.name for f in findings} <= displays
+    assert all(f.code in (None, "I48", "E875") for f in findings)
+
+
+#: A manifest as the exporter writes it (only what the printout reads), two labels with a release entry.
+MANIFEST = {
+    "diagnoses": [
+        {"code": "I48", "display": "Atrial fibrillation and flutter", "threshold": 0.5},
+        {
+            "code": "E875",
+            "display": "Hyperkalemia",
+            "threshold": 0.5,
+            "release": {"charted": False, "ppv": 0.31, "sensitivity": 0.55},
+        },
+        {"code": "N18", "display": "Chronic kidney disease", "threshold": 0.5},
+    ],
+    "lab_targets": [
+        {"name": "potassium_high", "display": "Potassium high", "threshold": 0.5},
+        {"name": "tsh_high", "display": "TSH high", "threshold": 0.5, "release": {"charted": True, "ppv": 0.62}},
+    ],
+}
+
+
+def _scored_study(store, version: str = "2.0.0", state: ModelState = ModelState.ACTIVE) -> int:
+    store.register_model_version(version, "0" * 64, f"/models/{version}", MANIFEST, actor="test")
+    if state != ModelState.REGISTERED:
+        store.set_model_state(version, state, actor="test", reason="test")
+    study = store.upsert_study(EcgStudy("wfdb", "p1/s1/ref", "1", 500.0, MODEL_LEAD_ORDER))
+    dx, lab = TargetKind.DIAGNOSIS, TargetKind.LAB
+    scored = [(dx, "I48", 0.93, True), (dx, "E875", 0.64, True), (dx, "N18", 0.2, False), (dx, "R00", 0.7, True),
+              (lab, "potassium_high", 0.82, True), (lab, "tsh_high", 0.57, True)]  # fmt: skip
+    store.put_predictions(
+        [Prediction(study.id, version, kind, code, p, positive) for kind, code, p, positive in scored]
+    )
+    store.put_explanations([Explanation(study.id, version, "I48", "potassium_high", 2.1)])
+    return study.id
+
+
+def test_findings_are_named_ordered_charted_and_explained_from_the_manifest(store):
+    study_id = _scored_study(store)
+    assert study_findings(store, study_id, store.get_model_version("2.0.0")) == [
+        PrintoutFinding("Atrial fibrillation and flutter", "I48", 0.93, True, None, ("Potassium high (p 0.82)",)),
+        PrintoutFinding("R00", None, 0.7, True),  # a code the manifest does not name prints as itself, once
+        PrintoutFinding("Hyperkalemia", "E875", 0.64, False, "PPV 31 %, sensitivity 55 %"),
+        PrintoutFinding("Potassium high", None, 0.82, True, predicted_lab=True),
+        PrintoutFinding("TSH high", None, 0.57, True, "PPV 62 %", predicted_lab=True),
+    ]
+
+
+def test_a_shadow_versions_findings_are_never_charted(store):
+    study_id = _scored_study(store, "2.1.0", ModelState.SHADOW)
+    findings = study_findings(store, study_id, store.get_model_version("2.1.0"))
+    assert len(findings) == 5 and not any(f.charted for f in findings)
+
+
+def test_the_release_entry_decides_what_is_charted_and_without_one_every_positive_is(store):
+    _scored_study(store)
+    active = store.get_model_version("2.0.0")
+    assert label_release({"code": "I48"}, active).charted
+    assert not label_release({"code": "I48", "release": {"charted": False}}, active).charted
+    assert label_release({"code": "I48", "release": {"charted": True, "sensitivity": 0.7}}, active).quality == (
+        "sensitivity 70 %"
+    )
+
+
+def test_a_version_without_results_for_the_study_is_an_error_naming_both(store, tmp_path):
+    study_id = _scored_study(store)
+    store.register_model_version("3.0.0", "1" * 64, "/models/3.0.0", MANIFEST, actor="test")
+    with pytest.raises(AgentError, match=re.escape(f"study {study_id} has no predictions from model 3.0.0")):
+        study_findings(store, study_id, store.get_model_version("3.0.0"))
+    with pytest.raises(AgentError, match=re.escape("model version 9.9.9 is not registered")):
+        study_report(store, store.get_study_by_id(study_id), _ecg("x").record, "9.9.9", tmp_path / "x.png")
 
 
 def test_status_and_quarantine_commands_print_what_they_see(tmp_path, capsys):
