@@ -100,6 +100,13 @@ def parse_fhir_datetime(text: str, site_tz: tzinfo) -> SourceTime:
     return _source_time(text, parts, fraction, offset, precision, site_tz)
 
 
+def place_wall_time(wall: datetime, text: str, site_tz: tzinfo) -> SourceTime:
+    """A naive wall-clock time another parser already read (a WFDB header's base time), placed in ``site_tz``."""
+    precision: Precision = "fraction" if wall.microsecond else "second"
+    local = wall.replace(tzinfo=site_tz, fold=0)
+    return SourceTime(utc=local.astimezone(UTC), text=text, precision=precision, zone_assumed=True)
+
+
 def _source_time(
     text: str, parts: list[int], fraction: str | None, offset: tzinfo | None, precision: Precision, site_tz: tzinfo
 ) -> SourceTime:

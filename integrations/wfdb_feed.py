@@ -268,13 +268,11 @@ def _read(candidate: _Record, version: str, device_timezone: tzinfo) -> EcgRecor
             record_id=candidate.record_id,
             subject_id=_mimic_subject_id(candidate.record_id),
             source=candidate.source,
+            site_tz=device_timezone,
         )
     except (EcgReadError, InvalidEcgError) as exc:
         raise _Unusable(exc.reason) from exc
-    acquired_at = record.acquired_at
-    if acquired_at is not None and acquired_at.tzinfo is None:
-        acquired_at = acquired_at.replace(tzinfo=device_timezone)
-    return replace(record, source_version=version, acquired_at=acquired_at)
+    return replace(record, source_version=version)
 
 
 def _mimic_subject_id(record_id: str) -> str | None:

@@ -149,7 +149,7 @@ REJECTIONS = {
     "period 0": (with_lead_changed(0, period=0), EcgRejectReason.BAD_PERIOD),
     "period negative": (with_lead_changed(0, period=-2), EcgRejectReason.BAD_PERIOD),
     "no period": (without_component_key("period"), EcgRejectReason.BAD_PERIOD),
-    "unreadable time": ({**ecg_observation(), "effectiveDateTime": "yesterday"}, EcgRejectReason.MALFORMED),
+    "unreadable time": ({**ecg_observation(), "effectiveDateTime": "yesterday"}, EcgRejectReason.INVALID_TIME),
 }
 
 
