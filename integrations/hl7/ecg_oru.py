@@ -155,11 +155,12 @@ def decode_ecg_oru(raw: bytes, *, site_tz: tzinfo = UTC) -> EcgRecord:
     """
     layout = scan_ecg_oru(raw)
     control_id = layout.header.control_id
+    seps = layout.elided.separators
+    # OBR-7 first: hl7apy would refuse a bad date as a structure error, and it is a time error.
+    acquired = _acquired_at(_obr_7(layout.elided.text, seps), seps, site_tz, control_id)
     segments = _parse_structure(_without_z_segments(layout.elided.text), control_id)
     pid = _first(segments, "PID", control_id)
     obr = _first(segments, "OBR", control_id)
-    seps = layout.elided.separators
-    acquired = _acquired_at(obr.obr_7.to_er7(), seps, site_tz, control_id)
     try:
         return EcgRecord(
             record_id=_first_component(obr.obr_3, seps) or _first_component(obr.obr_2, seps) or control_id,
@@ -185,6 +186,15 @@ def _acquired_at(obr_7: str, seps: Separators, site_tz: tzinfo, control_id: str)
         return parse_hl7_dtm(text.replace(seps.component, "^"), site_tz)
     except InvalidTimeError as exc:
         raise Hl7TimeError(control_id, f"OBR-7 {exc.text!r}: {exc.why}") from exc
+
+
+def _obr_7(text: str, seps: Separators) -> str:
+    """OBR-7 of the first OBR as ER7 text ('' when there is none: the structure check will say so)."""
+    for segment in text.split("\r"):
+        if segment.startswith("OBR" + seps.field):
+            fields = segment.split(seps.field)
+            return fields[7] if len(fields) > 7 else ""
+    return ""
 
 
 def _without_z_segments(text: str) -> str:

@@ -14,6 +14,7 @@ from integrations.hl7 import (
     EcgWaveformError,
     Hl7ParseError,
     Hl7StructureError,
+    Hl7TimeError,
     UnsupportedMessageError,
     decode_ecg_oru,
     encode_ecg_oru,
@@ -155,8 +156,8 @@ def _malformed_first_sample(raw: bytes) -> bytes:
         ),
         pytest.param(
             lambda raw: raw.replace(b"|20260102030405+0000", b"|20261302030405+0000", 1),
-            Hl7StructureError,
-            "not an HL7 valid date",
+            Hl7TimeError,
+            "OBR-7 '20261302030405+0000': month must be in 1..12",
             id="month 13 in OBR-7",
         ),
     ],
