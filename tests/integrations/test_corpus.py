@@ -14,7 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, select_leads
 from integrations.errors import MissingLeadsError
@@ -126,3 +129,15 @@ def test_every_other_case_decodes_to_the_tables_rate_leads_and_utc_time(case):
         assert record.acquired_at_text in source_text.read_bytes().decode("latin-1")
     else:
         assert expected is None
+
+
+@pytest.mark.parametrize("name", ["hl7-mortara-1000hz-real", "fhir-1000hz-15-leads-real"])
+def test_the_real_recording_arrives_sample_for_sample(name):
+    """pydicom's DICOM ECG, sent in a vendor's style, decodes to the recording's own millivolts."""
+    case = next(c for c in CASES if c.case == name)
+    recorded_mv = dcmread(get_testdata_file("waveform_ecg.dcm")).waveform_array(0).T / 1000.0
+
+    record = decode(case)
+
+    assert record.lead_names == MODEL_LEAD_ORDER
+    np.testing.assert_allclose(record.signal_mv, recorded_mv, atol=1e-9)
