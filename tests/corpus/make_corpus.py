@@ -87,6 +87,7 @@ wfdb-mitdb-fmt212-two-leads  |quarantined   |missing-leads          |    |  |   
 wfdb-ptb-fmt212-gain-baseline|scored        |                       |1000|12|2026-11-20T08:14:00+00:00|PTB leads in format 212 at 500 adu/mV, baseline -200; base time and date
 wfdb-fmt212-dst-gap          |scored        |                       |1000|12|2026-03-08T07:30:00+00:00|as above; base time 02:30 on the spring-forward night
 wfdb-fmt212-time-without-date|scored        |                       |1000|12|                         |as above; base time without a date: not placed, text kept
+wfdb-ptb-truncated-dat       |quarantined   |malformed              |    |  |                         |PTB crop whose .dat was cut to 100 kB (a copy that died)
 """  # noqa: E501
 
 
@@ -199,7 +200,10 @@ def wfdb_records(sample_data: Path) -> dict[str, str]:
     paths = {
         "wfdb-ptb-fmt16-no-base-date": _crop("wfdb-ptb-fmt16-no-base-date", ptb, ptb.d_signal),
         "wfdb-mitdb-fmt212-two-leads": _crop("wfdb-mitdb-fmt212-two-leads", mitdb, mitdb.d_signal),
+        "wfdb-ptb-truncated-dat": _crop("wfdb-ptb-truncated-dat", ptb, ptb.d_signal),
     }
+    data_file = CORPUS / f"{paths['wfdb-ptb-truncated-dat']}.dat"
+    data_file.write_bytes(data_file.read_bytes()[:100_000])
     # Other gain, other baseline: 500 adu/mV around -200, in 12 bits.
     digital_212 = np.clip(np.rint(ptb.d_signal[:, :12] / 2000.0 * 500.0) - 200, -2047, 2047).astype(np.int64)
     twelve = wfdb.Record(
