@@ -59,8 +59,8 @@ def message_codec(raw: bytes) -> str:
     fields = first.split(first[3]) if len(first) > 5 and first.startswith("MSH") else []
     declared = fields[17].split(first[5])[0].strip().upper() if len(fields) > 17 else ""
     codec = _CODECS.get(declared, "utf-8")
-    if codec != _ASCII_DECLARED:
-        return codec
+    if codec != _ASCII_DECLARED or raw.isascii():  # isascii: a C-speed scan, the usual case on the ACK path
+        return "utf-8" if codec == _ASCII_DECLARED else codec
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
