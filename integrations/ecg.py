@@ -48,7 +48,11 @@ def canonical_lead_name(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class EcgRecord:
-    """One ECG: ``signal_mv`` is leads × samples in millivolts; NaN marks a missing sample."""
+    """One ECG: ``signal_mv`` is leads × samples in millivolts; NaN marks a missing sample.
+
+    ``acquired_at`` is timezone-aware UTC when a decoder set it; ``acquired_at_text`` is the source's own
+    time text, verbatim (``20261120031400``, ``2026-11``), kept with the study for audit.
+    """
 
     record_id: str
     signal_mv: np.ndarray
@@ -58,6 +62,7 @@ class EcgRecord:
     subject_id: str | None = None
     acquired_at: datetime | None = None
     source_version: str | None = None
+    acquired_at_text: str | None = None
 
     def __post_init__(self) -> None:
         if self.signal_mv.ndim != 2:

@@ -10,6 +10,7 @@ the record and the reason::
     │   ├── MissingLeadsError        required leads absent
     │   └── InvalidEcgObservation    an undecodable FHIR ECG Observation, with a reason (also a FhirError)
     ├── EcgReadError                 a file that cannot be read (missing, truncated, corrupt)
+    ├── InvalidTimeError             a source's time text that is not a date/time of its standard (also ValueError)
     ├── FhirError                    integrations.fhir (tree in integrations/fhir/errors.py)
     │   ├── FhirHttpError            4xx/5xx a retry cannot fix (status, OperationOutcome text)
     │   ├── FhirUnavailableError     connection errors / 429 / 5xx until the retry budget ran out
@@ -69,3 +70,17 @@ class EcgReadError(IntegrationError, OSError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class InvalidTimeError(IntegrationError, ValueError):
+    """A source's time text (HL7 DTM, FHIR dateTime, WFDB base date) that cannot be read as a time.
+
+    ``str()`` starts with ``invalid-time:``, the reason prefix under which decoders reject the record.
+    """
+
+    REASON = "invalid-time"
+
+    def __init__(self, text: str, why: str) -> None:
+        super().__init__(f"{self.REASON}: {text!r}: {why}")
+        self.text = text
+        self.why = why

@@ -78,7 +78,13 @@ class _NotReady(Exception):
 
 
 class _Unusable(Exception):
-    """The record is settled and still cannot be read: the message is the quarantine reason."""
+    """The record is settled and still cannot be read: the message is the quarantine reason.
+
+    Reasons start with the prefix every source uses: ``malformed:``, or ``unsupported:`` for a layout we do not read.
+    """
+
+    def __init__(self, detail: str, *, reject_reason: str = "malformed") -> None:
+        super().__init__(f"{reject_reason}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +226,7 @@ def _read_header(candidate: _Record) -> wfdb.Record:
         # wfdb reports a malformed header with whatever its parser raised.
         raise _Unusable(f"unreadable WFDB header: {exc or type(exc).__name__}") from exc
     if not isinstance(header, wfdb.Record):
-        raise _Unusable("multi-segment WFDB records are not supported")
+        raise _Unusable("multi-segment WFDB records are not read", reject_reason="unsupported")
     if not header.n_sig or not header.file_name or len(header.file_name) != header.n_sig:
         raise _Unusable(f"header declares {header.n_sig or 0} signals but describes {len(header.file_name or [])}")
     return header
@@ -268,13 +274,11 @@ def _read(candidate: _Record, version: str, device_timezone: tzinfo) -> EcgRecor
             record_id=candidate.record_id,
             subject_id=_mimic_subject_id(candidate.record_id),
             source=candidate.source,
+            site_tz=device_timezone,
         )
     except (EcgReadError, InvalidEcgError) as exc:
         raise _Unusable(exc.reason) from exc
-    acquired_at = record.acquired_at
-    if acquired_at is not None and acquired_at.tzinfo is None:
-        acquired_at = acquired_at.replace(tzinfo=device_timezone)
-    return replace(record, source_version=version, acquired_at=acquired_at)
+    return replace(record, source_version=version)
 
 
 def _mimic_subject_id(record_id: str) -> str | None:

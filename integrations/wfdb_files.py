@@ -11,7 +11,7 @@ crash never leaves a header that points at a partial signal.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import wfdb
 
 from integrations.ecg import MIMIC_FILE_LEAD_ORDER, EcgRecord, canonical_lead_name, select_leads
 from integrations.errors import EcgReadError
+from integrations.site_time import SourceTime, place_wall_time
 
 #: The sample value format 16 reserves for "no data".
 WFDB_NAN_16 = -32768
@@ -27,9 +28,19 @@ _TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 
 def read_wfdb(
-    record_path: Path, *, record_id: str | None = None, subject_id: str | None = None, source: str = "wfdb"
+    record_path: Path,
+    *,
+    record_id: str | None = None,
+    subject_id: str | None = None,
+    source: str = "wfdb",
+    site_tz: tzinfo = UTC,
 ) -> EcgRecord:
-    """Read ``record_path`` (no extension) into an :class:`EcgRecord` in mV; missing samples become NaN."""
+    """Read ``record_path`` (no extension) into an :class:`EcgRecord` in mV; missing samples become NaN.
+
+    A header's base time and date are the recording device's local time, placed with ``site_tz`` (the
+    DST rules of :mod:`integrations.site_time`). Without a base date the time of day alone cannot be
+    placed: ``acquired_at`` is None, and ``acquired_at_text`` still keeps what the header says.
+    """
     record_id = record_id or record_path.name
     header = record_path.with_suffix(".hea")
     if not header.exists():
@@ -44,6 +55,8 @@ def read_wfdb(
     if record.p_signal is None:
         raise EcgReadError(str(record_path), "record holds no signal")
     signal_mv = np.asarray(record.p_signal, dtype=np.float64).T * _unit_factors(record_path, record.units)[:, None]
+    time_text = _base_time_text(header)
+    acquired = _acquired_at(record, time_text or "", site_tz)
     return EcgRecord(
         record_id=record_id,
         signal_mv=signal_mv,
@@ -51,7 +64,8 @@ def read_wfdb(
         lead_names=tuple(canonical_lead_name(name) for name in record.sig_name),
         source=source,
         subject_id=subject_id,
-        acquired_at=_acquired_at(record),
+        acquired_at=acquired.utc if acquired else None,
+        acquired_at_text=time_text,
     )
 
 
@@ -65,10 +79,19 @@ def _unit_factors(record_path: Path, units: list[str]) -> np.ndarray:
     return np.array(factors)
 
 
-def _acquired_at(record: wfdb.Record) -> datetime | None:
+def _acquired_at(record: wfdb.Record, text: str, site_tz: tzinfo) -> SourceTime | None:
     if record.base_date is None or record.base_time is None:
         return None
-    return datetime.combine(record.base_date, record.base_time)
+    return place_wall_time(datetime.combine(record.base_date, record.base_time), text, site_tz)
+
+
+def _base_time_text(header: Path) -> str | None:
+    """The base time and date fields of the header's record line, verbatim (``08:44:00 23/07/2180``)."""
+    for line in header.read_text(errors="replace").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            fields = line.split()[4:6]  # name, signals, rate, length, then [base time [base date]]
+            return " ".join(fields) or None
+    return None
 
 
 def write_wfdb(

@@ -4,6 +4,7 @@
 - :mod:`.auth`: :class:`BearerTokenAuth`, :class:`SmartBackendAuth` (httpx auth flows)
 - :mod:`.client`: :class:`FhirClient`
 - :mod:`.ecg_mapping`: ECG Observation ⇄ :class:`~integrations.ecg.EcgRecord`
+- :mod:`.ecg_leads`: which lead a component's code names (MDC, LOINC, SNOMED CT)
 - :mod:`.pull`: :func:`pull_ecgs`, the incremental pull
 - :mod:`.writeback`: :func:`write_back`, findings as AI-asserted Observations
 - :mod:`.errors`: the FHIR subtree of the exception tree

@@ -88,6 +88,7 @@ class EcgRejectReason(StrEnum):
     NON_NUMERIC_DATA = "non-numeric-data"
     BAD_FACTOR = "bad-factor"
     BAD_PERIOD = "bad-period"
+    INVALID_TIME = "invalid-time"
 
 
 class InvalidEcgObservation(FhirError, InvalidEcgError):

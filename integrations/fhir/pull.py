@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
@@ -33,12 +33,16 @@ DEFAULT_OVERLAP = timedelta(minutes=5)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EcgPullConfig:
-    """What to pull: ``ecg_code`` is a FHIR token (``system|code``); ``required_leads`` must all be present."""
+    """What to pull: ``ecg_code`` is a FHIR token (``system|code``); ``required_leads`` must all be present.
+
+    ``site_tz`` places effective times written without a UTC offset (a date, ``2026-11``) on the time line.
+    """
 
     ecg_code: str = DEFAULT_ECG_CODE
     page_size: int = DEFAULT_PAGE_SIZE
     overlap: timedelta = DEFAULT_OVERLAP
     required_leads: tuple[str, ...] = MODEL_LEAD_ORDER
+    site_tz: tzinfo = UTC
 
     def __post_init__(self) -> None:
         if self.page_size < 1:
@@ -138,7 +142,7 @@ def read_ecg_observation(observation: dict[str, Any], config: EcgPullConfig) -> 
         detail = "meta.versionId or meta.lastUpdated is missing or unreadable"
         return RejectedObservation(version, EcgRejectReason.MALFORMED, detail)
     try:
-        record = observation_to_ecg(observation, required_leads=config.required_leads)
+        record = observation_to_ecg(observation, required_leads=config.required_leads, site_tz=config.site_tz)
     except InvalidEcgObservation as exc:
         logger.warning("rejected ECG Observation %s: %s", version.observation_id, exc.reject_reason)
         return RejectedObservation(version, exc.reject_reason, exc.detail)

@@ -1,7 +1,9 @@
 """The HL7 v2 / MLLP subtree of :mod:`integrations.errors`.
 
 hl7apy, socket and ssl errors are translated into these at the edge (``raise ... from exc``);
-every message names the HL7 message (MSH-10) when there is one, and the reason::
+every message names the HL7 message (MSH-10) when there is one, and the reason. A refused message
+also carries ``reject_reason``, the prefix a quarantine stores (``malformed``, ``unsupported``,
+``missing-leads``, ``invalid-time``), and ``quarantine_reason``, that prefix and the reason::
 
     IntegrationError
     └── Hl7Error                           anything from integrations.hl7
@@ -9,7 +11,8 @@ every message names the HL7 message (MSH-10) when there is one, and the reason::
         │   ├── Hl7ParseError              not HL7 v2: no MSH, bad encoding characters         (AR)
         │   ├── UnsupportedMessageError    a message type/version we do not take             (AR)
         │   ├── Hl7StructureError          segments or required fields hl7apy rejects        (AE)
-        │   └── EcgWaveformError           bad waveform content: leads, lengths, rates, NA   (AE)
+        │   ├── EcgWaveformError           bad waveform content: leads, lengths, rates, NA   (AE)
+        │   └── Hl7TimeError               OBR-7 is not an HL7 DTM                           (AE)
         ├── MllpFramingError               a frame without a start block
         │   ├── FrameTooLargeError         a frame longer than the size limit
         │   └── TruncatedFrameError        the peer closed the connection mid-frame
@@ -40,13 +43,22 @@ class Hl7MessageError(Hl7Error, ValueError):
 
     ack_code = "AE"
     default_error_code = ERR_APPLICATION_INTERNAL
+    default_reject_reason = "malformed"
 
-    def __init__(self, control_id: str | None, reason: str, *, error_code: str | None = None) -> None:
+    def __init__(
+        self, control_id: str | None, reason: str, *, error_code: str | None = None, reject_reason: str | None = None
+    ) -> None:
         name = f"HL7 message {control_id!r}" if control_id else "HL7 message (no MSH-10)"
         super().__init__(f"{name}: {reason}")
         self.control_id = control_id
         self.reason = reason
         self.error_code = error_code or self.default_error_code
+        self.reject_reason = reject_reason or self.default_reject_reason
+
+    @property
+    def quarantine_reason(self) -> str:
+        """``<reject reason>: <reason>``, e.g. ``invalid-time: OBR-7 '2026-11-20': not an HL7 DTM``."""
+        return f"{self.reject_reason}: {self.reason}"
 
 
 class Hl7ParseError(Hl7MessageError):
@@ -61,6 +73,7 @@ class UnsupportedMessageError(Hl7MessageError):
 
     ack_code = "AR"
     default_error_code = ERR_UNSUPPORTED_MESSAGE_TYPE
+    default_reject_reason = "unsupported"
 
 
 class Hl7StructureError(Hl7MessageError):
@@ -75,6 +88,14 @@ class EcgWaveformError(Hl7MessageError):
 
     ack_code = "AE"
     default_error_code = ERR_DATA_TYPE
+
+
+class Hl7TimeError(Hl7MessageError):
+    """An ORU^R01 whose acquisition time (OBR-7) is not an HL7 DTM (AE); quarantined as ``invalid-time``."""
+
+    ack_code = "AE"
+    default_error_code = ERR_DATA_TYPE
+    default_reject_reason = "invalid-time"
 
 
 class MllpFramingError(Hl7Error):

@@ -1,4 +1,4 @@
-"""What every HL7 v2 message shares: its MSH header, text decoding and DTM timestamps.
+"""What every HL7 v2 message shares: its MSH header, text decoding (MSH-18 character sets, escapes).
 
 The header is read with a plain split, not hl7apy: the listener needs MSH-10 to answer even
 a message hl7apy would refuse, and the dedupe key before doing any expensive work.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
@@ -38,9 +38,56 @@ class MessageHeader:
     processing_id: str
 
 
+#: MSH-18 (HL7 table 0211) → Python codec. Senders that declare ASCII (or nothing) still put bytes above 127
+#: in (a µ in a unit): such text is read as UTF-8 if it is valid UTF-8, else as Latin-1, which maps every byte.
+_ASCII_DECLARED = "ascii-declared"
+_CODECS: dict[str, str] = {
+    "": _ASCII_DECLARED, "ASCII": _ASCII_DECLARED, "UNICODE UTF-8": "utf-8", "UNICODE": "utf-8",
+    "8859/1": "latin-1", "8859/2": "iso8859-2", "8859/5": "iso8859-5", "8859/7": "iso8859-7", "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+}  # fmt: skip
+
+
 def decode_text(raw: bytes) -> str:
-    """Message text for parsing. Undecodable bytes are replaced: the raw bytes are what we store."""
-    return raw.decode("utf-8", errors="replace")
+    """Message text in the character set MSH-18 declares. Undecodable bytes are replaced: the raw bytes are stored."""
+    return raw.decode(message_codec(raw), errors="replace")
+
+
+def message_codec(raw: bytes) -> str:
+    """The Python codec for MSH-18's first repetition (an unknown one reads as UTF-8)."""
+    first = _first_segment_bytes(raw).decode("latin-1")  # MSH's own fields are ASCII
+    fields = first.split(first[3]) if len(first) > 5 and first.startswith("MSH") else []
+    declared = fields[17].split(first[5])[0].strip().upper() if len(fields) > 17 else ""
+    codec = _CODECS.get(declared, "utf-8")
+    if codec != _ASCII_DECLARED or raw.isascii():  # isascii: a C-speed scan, the usual case on the ACK path
+        return "utf-8" if codec == _ASCII_DECLARED else codec
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8"
+
+
+def unescape_text(text: str, codec: str = "utf-8", *, field: str = "|", component: str = "^") -> str:
+    """ER7 text with its escapes resolved: ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, and ``\\Xhh…\\`` as bytes in ``codec``."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(lambda match: _unescape(match.group(1), codec, field, component), text)
+
+
+_ESCAPE = re.compile(r"\\([^\\]*)\\")
+
+
+def _unescape(sequence: str, codec: str, field: str, component: str) -> str:
+    simple = {"F": field, "S": component, "T": "&", "R": "~", "E": "\\"}
+    if sequence in simple:
+        return simple[sequence]
+    if sequence[:1] == "X" and len(sequence) % 2 == 1:
+        try:
+            return bytes.fromhex(sequence[1:]).decode(codec, errors="replace")
+        except ValueError:
+            pass
+    return ""  # formatting escapes (\\H\\, \\.br\\) and unknown ones carry no text
 
 
 def read_header(raw: bytes) -> MessageHeader:
@@ -68,42 +115,19 @@ def read_header(raw: bytes) -> MessageHeader:
 
 def _first_segment(raw: bytes) -> str:
     """The first non-blank segment, decoded alone: the rest of a large message is not touched."""
+    return decode_text(_first_segment_bytes(raw))
+
+
+def _first_segment_bytes(raw: bytes) -> bytes:
     text = raw.lstrip()
     ends = [position for position in (text.find(b"\r"), text.find(b"\n")) if position >= 0]
-    return decode_text(text[: min(ends)] if ends else text)
+    return text[: min(ends)] if ends else text
 
 
 def format_dtm(moment: datetime) -> str:
     """HL7 DTM (``YYYYMMDDHHMMSS[+/-ZZZZ]``); an aware datetime keeps its offset."""
     text = moment.strftime("%Y%m%d%H%M%S")
     return text + moment.strftime("%z") if moment.tzinfo is not None else text
-
-
-def parse_dtm(text: str) -> datetime | None:
-    """Parse HL7 DTM at any precision (year to fractional seconds, optional offset); empty → None.
-
-    Raises ``ValueError`` for text that is not a DTM.
-    """
-    match = _DTM.fullmatch(text.strip())
-    if match is None:
-        if not text.strip():
-            return None
-        raise ValueError(f"not an HL7 DTM: {text!r}")
-    # Missing trailing parts default to the start of the period: "2026" is 2026-01-01 00:00:00.
-    digits = match["digits"] + "0101000000"[len(match["digits"]) - 4 :]
-    moment = datetime.strptime(digits, "%Y%m%d%H%M%S")
-    microsecond = int((match["fraction"] or "0").ljust(6, "0")[:6])
-    tzinfo = _offset(match["offset"]) if match["offset"] else None
-    return moment.replace(microsecond=microsecond, tzinfo=tzinfo)
-
-
-_DTM = re.compile(r"(?P<digits>\d{4}(?:\d{2}){0,5})(?:\.(?P<fraction>\d{1,4}))?(?P<offset>[+-]\d{4})?")
-
-
-def _offset(text: str) -> timezone:
-    sign = -1 if text[0] == "-" else 1
-    delta = timedelta(hours=int(text[1:3]), minutes=int(text[3:5]))
-    return UTC if not delta else timezone(sign * delta)
 
 
 def new_message(

@@ -217,7 +217,9 @@ def test_a_data_file_still_being_written_waits_and_is_quarantined_only_if_it_sta
     clock.advance(SETTLE_S)
     [item] = _scan(folder, store, clock)
     assert isinstance(item, RejectedRecord)
-    assert item.record_id == "r1" and item.reason == "data file r1.dat has 1000 bytes, the header expects 12000"
+    assert (
+        item.record_id == "r1" and item.reason == "malformed: data file r1.dat has 1000 bytes, the header expects 12000"
+    )
 
 
 def test_a_garbage_header_is_quarantined_with_its_origin_path_and_reason(folder, store, clock):
@@ -226,7 +228,7 @@ def test_a_garbage_header_is_quarantined_with_its_origin_path_and_reason(folder,
     header.write_bytes(b"\x00\xffnot a header at all\n")
     _set_changed(header.with_suffix(""), clock.now_s - 2 * SETTLE_S)
     [item] = _scan(folder, store, clock)
-    assert isinstance(item, RejectedRecord) and item.reason.startswith("unreadable WFDB header")
+    assert isinstance(item, RejectedRecord) and item.reason.startswith("malformed: unreadable WFDB header")
     [entry] = store.list_quarantine(kind=QUARANTINE_KIND)
     assert entry.id == item.quarantine_id and entry.state == QuarantineState.OPEN
     assert entry.entry.origin == str(folder) and entry.entry.raw_ref == str(folder / "broken" / "x")
@@ -252,7 +254,7 @@ def test_a_corrupt_record_met_again_after_an_interrupted_scan_is_quarantined_onc
     [again, _] = _scan(folder, store, clock)
     assert again.quarantine_id == first.quarantine_id
     assert len(store.list_quarantine()) == 1
-    assert again.reason == "header declares 12 signals but describes 0"
+    assert again.reason == "malformed: header declares 12 signals but describes 0"
 
 
 def test_an_examined_record_whose_data_file_is_later_deleted_is_not_rescanned(folder, store, clock, caplog):
@@ -281,4 +283,4 @@ def test_a_settled_record_the_reader_refuses_is_quarantined_with_the_readers_rea
     header.write_text(header.read_text().replace("/mV", "/furlong"))
     _set_changed(base, clock.now_s - 2 * SETTLE_S)
     [item] = _scan(folder, store, clock)
-    assert isinstance(item, RejectedRecord) and item.reason == "unknown signal unit 'furlong'"
+    assert isinstance(item, RejectedRecord) and item.reason == "malformed: unknown signal unit 'furlong'"

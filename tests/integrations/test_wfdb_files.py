@@ -1,6 +1,7 @@
 """WFDB files: what we write, wfdb reads; what wfdb writes, we read; broken files are named."""
 
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -24,9 +25,24 @@ def test_round_trip_keeps_millivolts_leads_rate_time_and_gaps(tmp_path, record):
     order = [MODEL_LEAD_ORDER.index(lead) for lead in back.lead_names]
     np.testing.assert_allclose(back.signal_mv, record.signal_mv[order], atol=0.5 / 200 + 1e-9)
     assert set(back.lead_names) == set(MODEL_LEAD_ORDER)
-    assert back.fs_hz == 500.0 and back.acquired_at == record.acquired_at
+    assert back.fs_hz == 500.0 and back.acquired_at == record.acquired_at.replace(tzinfo=UTC)
+    assert back.acquired_at_text == "08:44:00 23/07/2180"
     assert back.record_id == "40689238" and back.subject_id == "10000032"
     assert np.isnan(back.signal_mv[back.lead_names.index("aVL"), 100:120]).all()
+
+
+def test_the_base_time_is_local_time_of_the_site_zone(tmp_path, record):
+    path = write_wfdb(record, tmp_path / "s40689238", "40689238")
+    back = read_wfdb(path, site_tz=ZoneInfo("America/New_York"))
+    assert back.acquired_at == datetime(2180, 7, 23, 12, 44, tzinfo=UTC)  # EDT, UTC-4
+
+
+def test_a_base_time_without_a_date_cannot_be_placed_but_its_text_is_kept(tmp_path, record):
+    path = write_wfdb(record, tmp_path / "s1", "r1")
+    header = path.with_suffix(".hea")
+    header.write_text(header.read_text().replace(" 08:44:00 23/07/2180", " 08:44:00", 1))
+    back = read_wfdb(path)
+    assert back.acquired_at is None and back.acquired_at_text == "08:44:00"
 
 
 def test_files_are_in_mimic_lead_order_at_200_adu_per_mv(tmp_path, record):

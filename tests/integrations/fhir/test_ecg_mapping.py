@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.errors import InvalidEcgError
-from integrations.fhir import EcgRejectReason, InvalidEcgObservation, ecg_to_observation, observation_to_ecg
+from integrations.fhir import (
+    EcgPullConfig,
+    EcgRejectReason,
+    InvalidEcgObservation,
+    PulledEcg,
+    ecg_to_observation,
+    observation_to_ecg,
+)
+from integrations.fhir.ecg_leads import LEAD_BY_LOINC_CODE, LEAD_BY_SNOMED_CODE
 from integrations.fhir.ecg_mapping import LEAD_BY_MDC_CODE, MDC_CODE_BY_LEAD, MDC_SYSTEM
+from integrations.fhir.pull import read_ecg_observation
 
 
 def lead_component(lead: str, data: str, **sampled: object) -> dict:
@@ -102,6 +112,80 @@ def test_components_that_are_not_leads_are_ignored():
     assert observation_to_ecg(observation).lead_names == MODEL_LEAD_ORDER
 
 
+@pytest.mark.parametrize(
+    ("system", "codes"),
+    [
+        ("http://loinc.org", LEAD_BY_LOINC_CODE),
+        ("http://snomed.info/sct", LEAD_BY_SNOMED_CODE),
+        ("urn:iso:std:iso:11073:10101", LEAD_BY_MDC_CODE),
+    ],
+)
+def test_leads_coded_in_loinc_snomed_or_the_mdc_uri_decode_like_mdc(system, codes):
+    observation = ecg_observation()
+    code_of = {lead: code for code, lead in codes.items()}
+    for component, lead in zip(observation["component"], MODEL_LEAD_ORDER, strict=True):
+        component["code"] = {"coding": [{"system": system, "code": code_of[lead]}]}
+
+    assert observation_to_ecg(observation).lead_names == MODEL_LEAD_ORDER
+    assert sorted(codes.values()) == sorted(MODEL_LEAD_ORDER)
+
+
+def test_a_lead_with_a_data_absent_reason_is_a_nan_lead_not_a_rejection():
+    observation = ecg_observation("1 2 3")
+    observation["component"][1] = {
+        "code": observation["component"][1]["code"],
+        "dataAbsentReason": {"coding": [{"code": "not-performed"}]},
+    }
+
+    record = observation_to_ecg(observation)
+
+    assert np.isnan(record.signal_mv[1]).all() and record.signal_mv.shape == (12, 3)
+    assert not np.isnan(record.signal_mv[0]).any()
+
+
+def test_every_lead_absent_is_missing_leads():
+    observation = ecg_observation()
+    observation["component"] = [
+        {"code": c["code"], "dataAbsentReason": {"text": "lead off"}} for c in observation["component"]
+    ]
+
+    assert rejection_of(observation) == EcgRejectReason.MISSING_LEADS
+
+
+def test_a_contained_patient_gives_its_identifier_as_subject():
+    observation = ecg_observation() | {
+        "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"value": "MRN-1"}]}],
+        "subject": {"reference": "#p"},
+    }
+
+    assert observation_to_ecg(observation).subject_id == "MRN-1"
+
+
+@pytest.mark.parametrize(
+    ("effective", "text", "utc"),
+    [
+        ({"effectiveDateTime": "2026-11-20"}, "2026-11-20", datetime(2026, 11, 19, 23, tzinfo=UTC)),
+        ({"effectiveDateTime": "2026-11"}, "2026-11", datetime(2026, 10, 31, 23, tzinfo=UTC)),
+        (
+            {"effectiveInstant": "2026-11-20T03:14:00Z"},
+            "2026-11-20T03:14:00Z",
+            datetime(2026, 11, 20, 3, 14, tzinfo=UTC),
+        ),
+        (
+            {"effectivePeriod": {"start": "2026-11-20T03:14"}},
+            "2026-11-20T03:14",
+            datetime(2026, 11, 20, 2, 14, tzinfo=UTC),
+        ),
+    ],
+)
+def test_dates_and_times_without_offset_are_placed_in_the_site_zone(effective, text, utc):
+    observation = {key: value for key, value in ecg_observation().items() if key != "effectiveDateTime"} | effective
+
+    record = observation_to_ecg(observation, site_tz=ZoneInfo("Europe/Berlin"))
+
+    assert (record.acquired_at, record.acquired_at_text) == (utc, text)
+
+
 def without_lead(lead: str) -> dict:
     observation = ecg_observation()
     observation["component"] = [
@@ -149,7 +233,7 @@ REJECTIONS = {
     "period 0": (with_lead_changed(0, period=0), EcgRejectReason.BAD_PERIOD),
     "period negative": (with_lead_changed(0, period=-2), EcgRejectReason.BAD_PERIOD),
     "no period": (without_component_key("period"), EcgRejectReason.BAD_PERIOD),
-    "unreadable time": ({**ecg_observation(), "effectiveDateTime": "yesterday"}, EcgRejectReason.MALFORMED),
+    "unreadable time": ({**ecg_observation(), "effectiveDateTime": "yesterday"}, EcgRejectReason.INVALID_TIME),
 }
 
 
@@ -182,3 +266,12 @@ def test_encoding_a_lead_without_an_mdc_code_is_refused():
 
     with pytest.raises(InvalidEcgError, match="lead 'X' has no MDC lead code"):
         ecg_to_observation(record)
+
+
+def test_the_pull_configs_site_zone_reaches_the_mapping():
+    observation = ecg_observation() | {"effectiveDateTime": "2026-11-20"}
+
+    pulled = read_ecg_observation(observation, EcgPullConfig(site_tz=ZoneInfo("America/New_York")))
+
+    assert isinstance(pulled, PulledEcg)
+    assert pulled.record.acquired_at == datetime(2026, 11, 20, 5, tzinfo=UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ from hl7apy.parser import parse_message
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.hl7 import (
     EcgWaveformError,
+    Hl7MessageError,
     Hl7ParseError,
     Hl7StructureError,
+    Hl7TimeError,
     UnsupportedMessageError,
     decode_ecg_oru,
     encode_ecg_oru,
@@ -155,8 +158,8 @@ def _malformed_first_sample(raw: bytes) -> bytes:
         ),
         pytest.param(
             lambda raw: raw.replace(b"|20260102030405+0000", b"|20261302030405+0000", 1),
-            Hl7StructureError,
-            "not an HL7 valid date",
+            Hl7TimeError,
+            "OBR-7 '20261302030405+0000': month must be in 1..12",
             id="month 13 in OBR-7",
         ),
     ],
@@ -176,3 +179,35 @@ def test_a_real_size_ecg_scans_and_decodes(oru_bytes):
     layout = scan_ecg_oru(raw)
     assert (layout.fs_hz, layout.n_samples, len(layout.leads)) == (500.0, 5000, 12)
     assert decode_ecg_oru(raw).signal_mv.shape == (12, 5000)
+
+
+def test_an_obr_7_without_offset_is_local_time_of_the_site_zone(oru_bytes):
+    raw = oru_bytes("MSG-1").replace(b"|20260102030405+0000", b"|20260102030405", 1)
+
+    record = decode_ecg_oru(raw, site_tz=ZoneInfo("America/New_York"))
+
+    assert record.acquired_at == dt.datetime(2026, 1, 2, 8, 4, 5, tzinfo=dt.UTC)
+    assert record.acquired_at_text == "20260102030405"
+    assert decode_ecg_oru(raw).acquired_at == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)  # default zone: UTC
+
+
+def test_an_empty_obr_7_leaves_the_time_unknown(oru_bytes):
+    record = decode_ecg_oru(oru_bytes("MSG-1").replace(b"|20260102030405+0000", b"|", 1))
+
+    assert record.acquired_at is None and record.acquired_at_text is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "prefix"),
+    [
+        pytest.param(lambda raw: b"garbage", "malformed", id="not HL7"),
+        pytest.param(lambda raw: raw.replace(b"|2.5.1\r", b"|2.3\r", 1), "unsupported", id="v2.3"),
+        pytest.param(lambda raw: re.sub(rb"OBX\|14\|[^\r]*\r?", b"", raw), "missing-leads", id="no V6"),
+        pytest.param(lambda raw: raw.replace(b"|20260102030405+0000", b"|2026-01-02", 1), "invalid-time", id="ISO"),
+    ],
+)
+def test_each_refusal_names_its_quarantine_reason(oru_bytes, edit, prefix):
+    with pytest.raises(Hl7MessageError) as refused:
+        decode_ecg_oru(edit(oru_bytes("MSG-1")))
+    assert refused.value.reject_reason == prefix
+    assert refused.value.quarantine_reason.startswith(f"{prefix}: ")

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,8 @@ def test_record_list_points_at_12_lead_10_s_500_hz_wfdb_records_in_mimic_order(h
     record = read_wfdb(hospital / LAYOUT.ecg_root / first.path)
     assert record.lead_names == MIMIC_FILE_LEAD_ORDER
     assert record.fs_hz == 500.0 and record.n_samples == 5000
-    assert record.acquired_at == pd.Timestamp(first.ecg_time).to_pydatetime()
+    # The simulated hospital's clock is UTC: the header's local time reads back as the same UTC instant.
+    assert record.acquired_at == pd.Timestamp(first.ecg_time).to_pydatetime().replace(tzinfo=UTC)
 
 
 def test_diagnoses_have_the_ext_icd_shape(hospital):
