@@ -315,7 +315,9 @@ def _report(args: argparse.Namespace, settings: AgentSettings) -> int:
     with ExitStack() as stack:
         server = settings.sources.fhir.server
         fhir = stack.enter_context(fhir_client(server)) if server is not None else None
-        record = fetch_record(study, store, fhir=fhir, wfdb_folder=settings.sources.wfdb.path)
+        record = fetch_record(
+            study, store, fhir=fhir, wfdb_folder=settings.sources.wfdb.path, site_tz=settings.site.zone
+        )
     path = args.png or args.pdf
     print(study_report(store, study, record, version, path, signal_notes=study.signal_notes, page=PAGES[args.paper]))
     return 0

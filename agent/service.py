@@ -116,20 +116,24 @@ def build_sources(
     settings: AgentSettings, store: Store, stack: ExitStack, *, since: datetime | None = None
 ) -> list[EcgSource]:
     sources: list[EcgSource] = []
+    site_tz = settings.site.zone
     fhir = settings.sources.fhir
     if fhir.enabled:
         assert fhir.server is not None  # the settings refuse an enabled source without a server
         client = stack.enter_context(fhir_client(fhir.server))
         config = EcgPullConfig(
-            ecg_code=fhir.ecg_code, page_size=fhir.page_size, overlap=timedelta(seconds=fhir.overlap_s)
+            ecg_code=fhir.ecg_code,
+            page_size=fhir.page_size,
+            overlap=timedelta(seconds=fhir.overlap_s),
+            site_tz=site_tz,
         )
         sources.append(FhirEcgSource(client, store, config, since=since))
     if settings.sources.hl7.enabled:
-        sources.append(Hl7InboxSource(store))
+        sources.append(Hl7InboxSource(store, site_tz=site_tz))
     wfdb = settings.sources.wfdb
     if wfdb.enabled:
         assert wfdb.path is not None
-        sources.append(WfdbFolderSource(wfdb.path, store, settle_s=wfdb.settle_s))
+        sources.append(WfdbFolderSource(wfdb.path, store, settle_s=wfdb.settle_s, site_tz=site_tz))
     return sources
 
 

@@ -222,6 +222,10 @@ class SiteSettings(_Section):
     def _known_timezone(cls, value: str) -> str:
         return _known_zone(value)
 
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
 
 class AgentSettings(BaseSettings):
     """Everything the agent needs to know about its hospital, in one validated object."""

@@ -298,16 +298,13 @@ def _study_of(record: EcgRecord, source: str) -> EcgStudy:
         leads=record.lead_names,
         patient_ref=record.subject_id,
         acquired_at=record.acquired_at,
+        acquired_at_text=record.acquired_at_text,
     )
 
 
 def _reject(candidate: _Record, store: Store, reason: str) -> RejectedRecord:
-    """Quarantine the record, once per reason: an interrupted scan that meets it again reuses the open entry."""
-    raw_ref = str(candidate.base)
+    """Quarantine the record: one entry per (record, reason), which a scan that meets it again only counts."""
     logger.warning("WFDB record %s rejected: %s", candidate.record_id, reason)
-    open_entries = store.list_quarantine(kind=QUARANTINE_KIND, raw_ref=raw_ref)
-    quarantine_id = next((entry.id for entry in open_entries if entry.entry.reason == reason), None)
-    if quarantine_id is None:
-        entry = QuarantineEntry(kind=QUARANTINE_KIND, origin=str(candidate.folder), reason=reason, raw_ref=raw_ref)
-        quarantine_id = store.add_quarantine(entry)
-    return RejectedRecord(candidate.record_id, reason, quarantine_id)
+    entry = QuarantineEntry(kind=QUARANTINE_KIND, origin=str(candidate.folder), reason=reason,
+                            raw_ref=str(candidate.base))  # fmt: skip
+    return RejectedRecord(candidate.record_id, reason, store.add_quarantine(entry))

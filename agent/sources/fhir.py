@@ -50,6 +50,7 @@ class FhirEcgSource:
                 leads=record.lead_names,
                 patient_ref=version.subject_reference,
                 acquired_at=record.acquired_at,
+                acquired_at_text=record.acquired_at_text,
             )
             return PulledEcg(record, study, token=version.last_updated)
         entry = QuarantineEntry(
@@ -66,7 +67,9 @@ class FhirEcgSource:
             observation_id = study.study.source_id
             try:
                 observation = self._client.read("Observation", observation_id)
-                record = observation_to_ecg(observation, required_leads=self._config.required_leads)
+                record = observation_to_ecg(
+                    observation, required_leads=self._config.required_leads, site_tz=self._config.site_tz
+                )
             except InvalidEcgObservation as exc:
                 self._store.set_study_status(study.id, StudyStatus.FAILED, error=str(exc))
                 raw_ref = observation_ref(observation_id, study.study.source_version)

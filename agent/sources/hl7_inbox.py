@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, tzinfo
 
 from agent.sources import HL7_SOURCE, Pulled, PulledEcg, RejectedItem
 from integrations.errors import IntegrationError
 from integrations.hl7.ecg_oru import decode_ecg_oru
+from integrations.hl7.errors import Hl7MessageError
 from integrations.store import EcgStudy, InboxStatus, QuarantineEntry, Store, StoredInboxMessage
 
 QUARANTINE_KIND = "hl7_message"
@@ -17,8 +19,8 @@ class Hl7InboxSource:
 
     name = HL7_SOURCE
 
-    def __init__(self, store: Store, *, page_size: int = 100) -> None:
-        self._store, self._page_size = store, page_size
+    def __init__(self, store: Store, *, site_tz: tzinfo = UTC, page_size: int = 100) -> None:
+        self._store, self._site_tz, self._page_size = store, site_tz, page_size
 
     def pull(self) -> Iterator[Pulled]:
         after_id = 0
@@ -37,9 +39,12 @@ class Hl7InboxSource:
     def _decode(self, stored: StoredInboxMessage) -> Pulled:
         message = stored.message
         try:
-            record = decode_ecg_oru(message.raw)
+            record = decode_ecg_oru(message.raw, site_tz=self._site_tz)
+        except Hl7MessageError as exc:
+            entry = QuarantineEntry(QUARANTINE_KIND, "inbox", exc.quarantine_reason, inbox_ref(stored.id))
+            return RejectedItem(entry, token=stored.id)
         except (IntegrationError, ValueError) as exc:  # the per-message boundary: one message, one reason
-            entry = QuarantineEntry(QUARANTINE_KIND, "inbox", str(exc), inbox_ref(stored.id))
+            entry = QuarantineEntry(QUARANTINE_KIND, "inbox", f"malformed: {exc}", inbox_ref(stored.id))
             return RejectedItem(entry, token=stored.id)
         study = EcgStudy(
             source=HL7_SOURCE,
@@ -49,6 +54,7 @@ class Hl7InboxSource:
             leads=record.lead_names,
             patient_ref=record.subject_id,
             acquired_at=record.acquired_at,
+            acquired_at_text=record.acquired_at_text,
         )
         return PulledEcg(record, study, token=stored.id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import UTC, tzinfo
 from pathlib import Path
 
 from agent.sources import WFDB_SOURCE, Pulled, PulledEcg, RejectedItem
@@ -17,11 +18,13 @@ class WfdbFolderSource:
 
     name = WFDB_SOURCE
 
-    def __init__(self, folder: Path, store: Store, *, settle_s: float) -> None:
-        self._folder, self._store, self._settle_s = folder, store, settle_s
+    def __init__(self, folder: Path, store: Store, *, settle_s: float, site_tz: tzinfo = UTC) -> None:
+        self._folder, self._store, self._settle_s, self._site_tz = folder, store, settle_s, site_tz
 
     def pull(self) -> Iterator[Pulled]:
-        for item in scan(self._folder, self._store, source=WFDB_SOURCE, settle_s=self._settle_s):
+        items = scan(self._folder, self._store, source=WFDB_SOURCE, settle_s=self._settle_s,
+                     device_timezone=self._site_tz)  # fmt: skip
+        for item in items:
             if isinstance(item, NewRecord):
                 study = self._store.get_study_by_id(item.study_id).study
                 yield PulledEcg(item.record, study, token=item.study_id)
