@@ -61,6 +61,20 @@ class LeadMeasures:
     extreme_mv: np.ndarray  # that value
     flat_tops: np.ndarray  # runs of identical samples at least CLIP_RUN_S long at the lead's max or min
 
+    def of_rows(self, rows: list[int]) -> LeadMeasures:
+        """These measures for ``rows`` only, in that order."""
+        return LeadMeasures(
+            fs_hz=self.fs_hz,
+            n_samples=self.n_samples,
+            n_missing=self.n_missing[rows],
+            high_mv=self.high_mv[rows],
+            low_mv=self.low_mv[rows],
+            n_held=self.n_held[rows],
+            n_at_extreme=self.n_at_extreme[rows],
+            extreme_mv=self.extreme_mv[rows],
+            flat_tops=self.flat_tops[rows],
+        )
+
 
 def measure_leads(signal_mv: np.ndarray, fs_hz: float) -> LeadMeasures:
     """Four passes over ``signal_mv`` (leads × samples, mV, NaN = missing): max, min, neighbour equality, runs.

@@ -94,10 +94,11 @@ def validate_record(record: EcgRecord, rules: ValidationRules) -> SignalAssessme
     """Refuse ``record`` (:class:`InvalidEcgError`, reason with a fixed prefix) or say what to score."""
     _check_rate(record, rules)
     _check_duration(record, rules)
-    signal_mv = _required_signal(record, rules)
-    measures = measure_leads(signal_mv, record.fs_hz)
+    rows = _required_rows(record, rules)
+    signal_mv = np.ascontiguousarray(record.signal_mv, dtype=np.float64)  # no copy for the usual float64 C array
+    measures = measure_leads(signal_mv, record.fs_hz).of_rows(rows)
     _check_finite(record.record_id, measures, rules.required_leads)
-    _check_amplitude(record.record_id, signal_mv, measures, rules)
+    _check_amplitude(record.record_id, signal_mv, rows, measures, rules)
     problems = lead_problems(measures, rules.required_leads, max_missing_fraction=rules.max_missing_fraction)
     if len(problems) > rules.max_bad_leads:
         listed = ", ".join(f"{p.lead} ({p})" for p in problems)
@@ -105,7 +106,7 @@ def validate_record(record: EcgRecord, rules: ValidationRules) -> SignalAssessme
             record.record_id,
             f"too-many-unusable-leads: {len(problems)} unusable leads (at most {rules.max_bad_leads}): {listed}",
         )
-    return _repaired(record, signal_mv, measures, problems, rules.required_leads)
+    return _repaired(record, rows, measures, problems, rules.required_leads)
 
 
 def _check_rate(record: EcgRecord, rules: ValidationRules) -> None:
@@ -124,15 +125,13 @@ def _check_duration(record: EcgRecord, rules: ValidationRules) -> None:
         )
 
 
-def _required_signal(record: EcgRecord, rules: ValidationRules) -> np.ndarray:
-    """The required leads in ``rules.required_leads`` order (a view when the record has them in that order)."""
+def _required_rows(record: EcgRecord, rules: ValidationRules) -> list[int]:
+    """The signal row of each required lead, in ``rules.required_leads`` order; raises MissingLeadsError."""
     rows = {canonical_lead_name(name): row for row, name in enumerate(record.lead_names)}
     missing = tuple(lead for lead in rules.required_leads if lead not in rows)
     if missing:
         raise MissingLeadsError(record.record_id, missing)
-    order = [rows[lead] for lead in rules.required_leads]
-    signal_mv = np.asarray(record.signal_mv, dtype=np.float64)
-    return signal_mv if order == list(range(signal_mv.shape[0])) else signal_mv[order]
+    return [rows[lead] for lead in rules.required_leads]
 
 
 def _check_finite(record_id: str, measures: LeadMeasures, leads: tuple[str, ...]) -> None:
@@ -142,7 +141,9 @@ def _check_finite(record_id: str, measures: LeadMeasures, leads: tuple[str, ...]
         raise InvalidEcgError(record_id, f"non-finite: infinite samples in lead(s) {listed}")
 
 
-def _check_amplitude(record_id: str, signal_mv: np.ndarray, measures: LeadMeasures, rules: ValidationRules) -> None:
+def _check_amplitude(
+    record_id: str, signal_mv: np.ndarray, rows: list[int], measures: LeadMeasures, rules: ValidationRules
+) -> None:
     """Refuse a lead beyond the physiological range: a unit or scale error, which clipping would hide.
 
     Absolute values, not values about the lead's mean: the shared preprocessing clips
@@ -150,10 +151,10 @@ def _check_amplitude(record_id: str, signal_mv: np.ndarray, measures: LeadMeasur
     """
     limit_mv = rules.max_amplitude_mv
     share = np.zeros(len(rules.required_leads))
-    for row in np.flatnonzero((measures.high_mv > limit_mv) | (measures.low_mv < -limit_mv)).tolist():
-        lead = signal_mv[row]
-        n_present = max(measures.n_samples - int(measures.n_missing[row]), 1)
-        share[row] = np.count_nonzero((lead > limit_mv) | (lead < -limit_mv)) / n_present
+    for i in np.flatnonzero((measures.high_mv > limit_mv) | (measures.low_mv < -limit_mv)).tolist():
+        lead = signal_mv[rows[i]]
+        n_present = max(measures.n_samples - int(measures.n_missing[i]), 1)
+        share[i] = np.count_nonzero((lead > limit_mv) | (lead < -limit_mv)) / n_present
     beyond = np.flatnonzero(share > rules.max_implausible_fraction)
     if beyond.size == 0:
         return
@@ -162,7 +163,7 @@ def _check_amplitude(record_id: str, signal_mv: np.ndarray, measures: LeadMeasur
     reason = (
         f"implausible-amplitude: lead {leads[worst]} exceeds ±{limit_mv:g} mV for {100 * share[worst]:.0f} % of samples"
     )
-    others = [leads[row] for row in beyond.tolist() if row != worst]
+    others = [leads[i] for i in beyond.tolist() if i != worst]
     if others:
         reason += f" (so do {', '.join(others)})"
     raise InvalidEcgError(record_id, reason)
@@ -170,48 +171,45 @@ def _check_amplitude(record_id: str, signal_mv: np.ndarray, measures: LeadMeasur
 
 def _repaired(
     record: EcgRecord,
-    signal_mv: np.ndarray,
+    rows: list[int],
     measures: LeadMeasures,
     problems: tuple[LeadProblem, ...],
     leads: tuple[str, ...],
 ) -> SignalAssessment:
-    """Interpolate gaps in usable leads, then impute or drop the unusable ones; the input when nothing to do."""
+    """Interpolate gaps in usable leads, then impute or drop the unusable ones; the input when nothing to do.
+
+    ``rows``: the signal row of each of ``leads``. Other leads of the record (X, Y, Z, ...) are kept as they are.
+    """
     unusable = {problem.lead for problem in problems}
-    with_gaps = [row for row, lead in enumerate(leads) if lead not in unusable and measures.n_missing[row]]
+    with_gaps = [i for i, lead in enumerate(leads) if lead not in unusable and measures.n_missing[i]]
     if not problems and not with_gaps:
         return SignalAssessment(record)
-    repaired = np.array(signal_mv, dtype=np.float64, copy=True)
-    notes = [_gap_note(leads[row], np.isnan(repaired[row]), record.fs_hz) for row in with_gaps]
+    signal_mv = np.array(record.signal_mv, dtype=np.float64, copy=True)
+    notes = [_gap_note(leads[i], np.isnan(signal_mv[rows[i]]), record.fs_hz) for i in with_gaps]
     if with_gaps:
-        repaired[with_gaps] = interpolate_nans(repaired[with_gaps])
-    usable_limbs = [lead for lead in LIMB_LEADS_IN_I_II if lead in leads and lead not in unusable]
+        gap_rows = [rows[i] for i in with_gaps]
+        signal_mv[gap_rows] = interpolate_nans(signal_mv[gap_rows])
+    row_of = dict(zip(leads, rows, strict=True))
+    usable_limbs = [lead for lead in LIMB_LEADS_IN_I_II if lead in row_of and lead not in unusable]
     imputed, dropped = [], []
     for problem in problems:
-        row = leads.index(problem.lead)
         if problem.lead in LIMB_LEADS_IN_I_II and len(usable_limbs) >= 2:
             sources = (usable_limbs[0], usable_limbs[1])
-            repaired[row] = derive_limb_lead(problem.lead, sources, repaired[[leads.index(s) for s in sources]])
+            source_mv = signal_mv[[row_of[source] for source in sources]]
+            signal_mv[row_of[problem.lead]] = derive_limb_lead(problem.lead, sources, source_mv)
             imputed.append(problem.lead)
             notes.append(f"lead {problem.lead} imputed from {sources[0]} and {sources[1]} ({problem})")
         else:
-            repaired[row] = 0.0
+            signal_mv[row_of[problem.lead]] = 0.0
             dropped.append(problem.lead)
             notes.append(f"lead {problem.lead} zero-filled ({problem})")
     return SignalAssessment(
-        record=_with_leads(record, leads, repaired),
+        record=dataclasses.replace(record, signal_mv=signal_mv),
         imputed_leads=tuple(imputed),
         dropped_leads=tuple(dropped),
-        interpolated_leads=tuple(leads[row] for row in with_gaps),
+        interpolated_leads=tuple(leads[i] for i in with_gaps),
         notes=tuple(notes),
     )
-
-
-def _with_leads(record: EcgRecord, leads: tuple[str, ...], signal_mv: np.ndarray) -> EcgRecord:
-    """``record`` with the rows of ``leads`` replaced; other leads (X, Y, Z, ...) kept as they were."""
-    rows = {canonical_lead_name(name): row for row, name in enumerate(record.lead_names)}
-    full = np.array(record.signal_mv, dtype=np.float64, copy=True)
-    full[[rows[lead] for lead in leads]] = signal_mv
-    return dataclasses.replace(record, signal_mv=full)
 
 
 def _gap_note(lead: str, missing: np.ndarray, fs_hz: float) -> str:

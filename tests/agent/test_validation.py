@@ -14,7 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from agent.validation import ValidationRules, validate_record
-from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, resample
+from integrations.ecg import MIMIC_FILE_LEAD_ORDER, MODEL_LEAD_ORDER, EcgRecord, resample
 from integrations.errors import InvalidEcgError, MissingLeadsError
 from integrations.wfdb_files import read_wfdb
 from model_training.data.ecg_synth import NoiseParams, synthesize_ecg
@@ -261,3 +261,21 @@ def test_flat_topped_waves_at_a_leads_extreme_are_clipping(real_ecg, at_500_hz):
 def test_a_whole_record_clipped_by_its_converter_is_refused(real_ecg):
     clipped = dataclasses.replace(real_ecg, signal_mv=np.clip(real_ecg.signal_mv, -0.3, 0.3))
     assert _refusal(clipped).startswith("too-many-unusable-leads: ")
+
+
+def test_a_record_in_another_lead_order_with_extra_leads_keeps_them_as_they_came(real_ecg):
+    """A 15-lead record (12 + Frank X, Y, Z) in the MIMIC file order: only the required leads are judged."""
+    order = [real_ecg.lead_names.index(lead) for lead in MIMIC_FILE_LEAD_ORDER]
+    frank = np.full((3, real_ecg.n_samples), np.inf)  # not required, so never judged
+    signal_mv = np.vstack([real_ecg.signal_mv[order], frank])
+    names = (*MIMIC_FILE_LEAD_ORDER, "X", "Y", "Z")
+    record = EcgRecord("fifteen", signal_mv, real_ecg.fs_hz, names)
+    record = _with_lead(record, "III", np.full(record.n_samples, np.nan))
+    assessment = validate_record(record, RULES)
+    assert assessment.record.lead_names == names
+    assert assessment.summary() == "lead III imputed from I and II (absent-lead: all samples missing)"
+    assert np.array_equal(_lead(assessment.record, "III"), _lead(record, "II") - _lead(record, "I"))
+    assert np.array_equal(assessment.record.signal_mv[12:], frank)
+    for lead in MIMIC_FILE_LEAD_ORDER:
+        if lead != "III":
+            assert np.array_equal(_lead(assessment.record, lead), _lead(record, lead)), lead
