@@ -53,7 +53,7 @@ class ValidationRules:
     #: Below the model's own rate, resampling would invent signal; above this, the source is not an ECG cart.
     min_fs_hz: float
     max_fs_hz: float = 20_000.0
-    #: Unusable leads repaired (imputed or dropped) before the record is refused instead.
+    #: At most this many unusable leads are repaired (imputed or dropped); with more the record is refused.
     max_bad_leads: int = 2
     #: Beyond this a sample is not a surface ECG. Diagnostic carts must record ±5 mV undistorted
     #: (IEC 60601-2-25, ANSI/AAMI EC11 input dynamic range), and the tallest QRS complexes reported
