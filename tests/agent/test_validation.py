@@ -16,6 +16,8 @@ from pydicom.data import get_testdata_file
 from agent.validation import ValidationRules, validate_record
 from integrations.ecg import MIMIC_FILE_LEAD_ORDER, MODEL_LEAD_ORDER, EcgRecord, resample
 from integrations.errors import InvalidEcgError, MissingLeadsError
+from integrations.fhir import ecg_to_observation, observation_to_ecg
+from integrations.fhir.ecg_mapping import LEAD_BY_MDC_CODE
 from integrations.wfdb_files import read_wfdb
 from model_training.data.ecg_synth import NoiseParams, synthesize_ecg
 from model_training.data.hospital import sample_patient
@@ -279,3 +281,47 @@ def test_a_record_in_another_lead_order_with_extra_leads_keeps_them_as_they_came
     for lead in MIMIC_FILE_LEAD_ORDER:
         if lead != "III":
             assert np.array_equal(_lead(assessment.record, lead), _lead(record, lead)), lead
+
+
+# ------------------------------------------------------------------ the two incidents, through the FHIR decoder
+
+
+def _as_decoded_observation(record: EcgRecord, edit_component) -> EcgRecord:
+    """``record`` sent as a FHIR ECG Observation, one thing changed by ``edit_component(lead, sampled_data)``."""
+    observation = ecg_to_observation(record) | {"id": "obs-1"}
+    for component in observation["component"]:
+        edit_component(LEAD_BY_MDC_CODE[component["code"]["coding"][0]["code"]], component["valueSampledData"])
+    return observation_to_ecg(observation)
+
+
+def test_an_observation_whose_lead_ii_is_all_error_tokens_is_scored_with_ii_imputed_and_says_so(real_ecg):
+    def lead_ii_all_errors(lead: str, sampled: dict) -> None:
+        if lead == "II":
+            sampled["data"] = " ".join(["E"] * real_ecg.n_samples)
+
+    decoded = _as_decoded_observation(real_ecg, lead_ii_all_errors)
+    assessment = validate_record(decoded, RULES)
+    assert assessment.summary() == "lead II imputed from I and III (absent-lead: all samples missing)"
+    assert np.array_equal(_lead(assessment.record, "II"), _lead(decoded, "I") + _lead(decoded, "III"))
+
+
+def test_an_observation_whose_factor_makes_volts_of_millivolts_is_refused(real_ecg):
+    def factor_1e5_too_large(lead: str, sampled: dict) -> None:
+        sampled["factor"] *= 1e5
+
+    reason = _refusal(_as_decoded_observation(real_ecg, factor_1e5_too_large))
+    assert reason.startswith("implausible-amplitude: lead ")
+
+
+def test_an_observation_whose_converter_reports_over_range_for_every_r_wave_is_clipped(real_ecg):
+    """SampledData ``U`` (above the upper limit of detection) decodes to the limit: flat tops at +1 mV."""
+
+    def v5_over_range_above_1_mv(lead: str, sampled: dict) -> None:
+        if lead == "V5":
+            codes = np.round(_lead(real_ecg, "V5") / sampled["factor"])
+            sampled["upperLimit"] = 1.0
+            sampled["data"] = " ".join("U" if code * sampled["factor"] > 1.0 else f"{code:.0f}" for code in codes)
+
+    assessment = validate_record(_as_decoded_observation(real_ecg, v5_over_range_above_1_mv), RULES)
+    assert assessment.dropped_leads == ("V5",)
+    assert re.fullmatch(r"lead V5 zero-filled \(clipped: \d+ flat-topped waves at its extremes\)", assessment.summary())
