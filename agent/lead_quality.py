@@ -3,7 +3,7 @@
 A lead is *unusable* for one of four reasons, each named by a fixed prefix that
 quarantine reasons and assessment notes start with:
 
-``absent-lead``  all or most samples missing (NaN: error tokens, gaps)
+``absent-lead``  all or most samples missing (NaN: error tokens, gaps), or one gap too long to interpolate
 ``flat-lead``    no signal: the whole lead spans less than :data:`FLAT_PEAK_TO_PEAK_MV`, or it sits at one
                  value (an electrode off, a dead channel) for most of the record
 ``saturated``    held at one extreme for :data:`SATURATED_FRACTION` of its samples: the amplifier at its rail
@@ -54,6 +54,7 @@ class LeadMeasures:
     fs_hz: float
     n_samples: int
     n_missing: np.ndarray
+    longest_gap: np.ndarray  # samples in the lead's longest run of missing samples
     high_mv: np.ndarray  # the largest non-missing sample (NaN for a lead with none; may be ±inf)
     low_mv: np.ndarray
     n_held: np.ndarray  # samples inside runs of identical values at least FLAT_RUN_S long
@@ -67,6 +68,7 @@ class LeadMeasures:
             fs_hz=self.fs_hz,
             n_samples=self.n_samples,
             n_missing=self.n_missing[rows],
+            longest_gap=self.longest_gap[rows],
             high_mv=self.high_mv[rows],
             low_mv=self.low_mv[rows],
             n_held=self.n_held[rows],
@@ -83,10 +85,12 @@ def measure_leads(signal_mv: np.ndarray, fs_hz: float) -> LeadMeasures:
     """
     n_leads, n_samples = signal_mv.shape
     high, low = signal_mv.max(axis=1), signal_mv.min(axis=1)
-    n_missing = np.zeros(n_leads, dtype=np.int64)
+    n_missing, longest_gap = np.zeros(n_leads, dtype=np.int64), np.zeros(n_leads, dtype=np.int64)
     for row in np.flatnonzero(np.isnan(high)).tolist():
-        present = signal_mv[row][~np.isnan(signal_mv[row])]
+        missing = np.isnan(signal_mv[row])
+        present = signal_mv[row][~missing]
         n_missing[row] = n_samples - present.size
+        longest_gap[row] = gaps(missing)[1]
         high[row], low[row] = (present.max(), present.min()) if present.size else (np.nan, np.nan)
     rows, starts, run_samples = _runs_of_identical_samples(signal_mv)
     value = signal_mv[rows, starts]
@@ -99,6 +103,7 @@ def measure_leads(signal_mv: np.ndarray, fs_hz: float) -> LeadMeasures:
         fs_hz=fs_hz,
         n_samples=n_samples,
         n_missing=n_missing,
+        longest_gap=longest_gap,
         high_mv=high,
         low_mv=low,
         n_held=_per_lead(rows[held], run_samples[held], n_leads),
@@ -109,22 +114,23 @@ def measure_leads(signal_mv: np.ndarray, fs_hz: float) -> LeadMeasures:
 
 
 def lead_problems(
-    measures: LeadMeasures, lead_names: tuple[str, ...], *, max_missing_fraction: float
+    measures: LeadMeasures, lead_names: tuple[str, ...], *, max_missing_fraction: float, max_gap_s: float
 ) -> tuple[LeadProblem, ...]:
     """The unusable leads, in lead order.
 
     ``max_missing_fraction``: the share of a lead that may be missing or held at one value
-    before the lead counts as absent or flat.
+    before the lead counts as absent or flat; ``max_gap_s``: the longest gap of missing
+    samples that may be interpolated.
     """
     problems = []
     for row, lead in enumerate(lead_names):
-        problem = _problem(measures, row, max_missing_fraction)
+        problem = _problem(measures, row, max_missing_fraction, max_gap_s)
         if problem is not None:
             problems.append(LeadProblem(lead, *problem))
     return tuple(problems)
 
 
-def _problem(m: LeadMeasures, row: int, max_missing_fraction: float) -> tuple[str, str] | None:
+def _problem(m: LeadMeasures, row: int, max_missing_fraction: float, max_gap_s: float) -> tuple[str, str] | None:
     n_samples, n_missing, n_held = m.n_samples, int(m.n_missing[row]), int(m.n_held[row])
     if n_missing == n_samples:
         return "absent-lead", "all samples missing"
@@ -134,6 +140,8 @@ def _problem(m: LeadMeasures, row: int, max_missing_fraction: float) -> tuple[st
         if n_missing >= n_held:
             return "absent-lead", f"{n_missing / n_samples:.0%} of samples missing"
         return "flat-lead", f"held at one value for {n_held / m.fs_hz:.1f} s of {n_samples / m.fs_hz:.1f} s"
+    if m.longest_gap[row] > max_gap_s * m.fs_hz:
+        return "absent-lead", f"a {m.longest_gap[row] / m.fs_hz:.2f} s gap, longer than {max_gap_s:g} s"
     span_mv = float(m.high_mv[row] - m.low_mv[row])
     if span_mv < FLAT_PEAK_TO_PEAK_MV:
         return "flat-lead", f"spans {1000 * span_mv:.0f} µV over the whole record"

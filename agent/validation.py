@@ -18,8 +18,8 @@ silently: a limb lead is **imputed** — derived exactly from the first two usab
 hold sample by sample because a cart records two limb leads and computes the other four:
 III = II − I, aVR = −(I + II)/2, aVL = I − II/2, aVF = II − I/2 — and a precordial lead, which
 no relation gives, is **dropped**: zero-filled, as the shared preprocessing does for an
-all-missing lead. Gaps of missing samples in a usable lead are interpolated linearly, as
-the shared preprocessing would. Each action is a note in the assessment.
+all-missing lead. Gaps of missing samples (up to ``max_gap_s`` each) in a usable lead are
+interpolated linearly, as the shared preprocessing would. Each action is a note in the assessment.
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ class ValidationRules:
     max_implausible_fraction: float = 0.01
     #: Share of a lead that may be missing or held at one value before the lead counts as absent or flat.
     max_missing_fraction: float = 0.5
+    #: Longest gap of missing samples interpolated: longer, and a straight line would stand in for a whole beat
+    #: (one RR interval at 60 bpm), so the lead counts as absent.
+    max_gap_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,9 @@ def validate_record(record: EcgRecord, rules: ValidationRules) -> SignalAssessme
     measures = measure_leads(signal_mv, record.fs_hz).of_rows(rows)
     _check_finite(record.record_id, measures, rules.required_leads)
     _check_amplitude(record.record_id, signal_mv, rows, measures, rules)
-    problems = lead_problems(measures, rules.required_leads, max_missing_fraction=rules.max_missing_fraction)
+    problems = lead_problems(
+        measures, rules.required_leads, max_missing_fraction=rules.max_missing_fraction, max_gap_s=rules.max_gap_s
+    )
     if len(problems) > rules.max_bad_leads:
         listed = ", ".join(f"{p.lead} ({p})" for p in problems)
         raise InvalidEcgError(

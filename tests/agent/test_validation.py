@@ -243,6 +243,20 @@ def test_a_lead_missing_for_most_of_the_record_is_absent(real_ecg):
     assert assessment.notes == ("lead V1 zero-filled (absent-lead: 60% of samples missing)",)
 
 
+def test_a_gap_longer_than_a_beat_is_not_interpolated_the_lead_counts_as_absent(real_ecg):
+    gappy = _lead(real_ecg, "V2").copy()
+    gappy[4000:6000] = np.nan  # 2 s: 20 % of the lead, but whole beats
+    assessment = validate_record(_with_lead(real_ecg, "V2", gappy), RULES)
+    assert assessment.notes == ("lead V2 zero-filled (absent-lead: a 2.00 s gap, longer than 1 s)",)
+
+
+def test_a_transmission_dropout_in_every_lead_is_refused(real_ecg):
+    dropout = real_ecg.signal_mv.copy()
+    dropout[:, 4000:6000] = np.nan
+    reason = _refusal(dataclasses.replace(real_ecg, signal_mv=dropout))
+    assert reason.startswith("too-many-unusable-leads: 12 unusable leads (at most 2): I (absent-lead: a 2.00 s gap")
+
+
 def test_an_electrode_off_for_most_of_the_record_makes_a_flat_lead(real_ecg):
     off = _lead(real_ecg, "V4").copy()
     off[3000:] = 0.0  # lead-off after 3 s: the cart holds 0 mV
