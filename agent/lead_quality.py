@@ -18,6 +18,7 @@ its extremes 5 ms and never twice at the same value, and every lead spans over 0
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -35,12 +36,21 @@ CLIP_MIN_FLAT_TOPS = 3
 _MIN_CLIP_RUN_SAMPLES = 3
 
 
+class LeadProblemKind(StrEnum):
+    """Why a lead is unusable; the value is the fixed prefix of its note or of its entry in a refusal."""
+
+    ABSENT_LEAD = "absent-lead"
+    FLAT_LEAD = "flat-lead"
+    SATURATED = "saturated"
+    CLIPPED = "clipped"
+
+
 @dataclass(frozen=True, slots=True)
 class LeadProblem:
-    """Why one lead cannot be read: ``kind`` is the fixed prefix, ``detail`` the measurement behind it."""
+    """Why one lead cannot be read, with the measurement behind it."""
 
     lead: str
-    kind: str  # "absent-lead" | "flat-lead" | "saturated" | "clipped"
+    kind: LeadProblemKind
     detail: str
 
     def __str__(self) -> str:
@@ -130,27 +140,32 @@ def lead_problems(
     return tuple(problems)
 
 
-def _problem(m: LeadMeasures, row: int, max_missing_fraction: float, max_gap_s: float) -> tuple[str, str] | None:
+def _problem(
+    m: LeadMeasures, row: int, max_missing_fraction: float, max_gap_s: float
+) -> tuple[LeadProblemKind, str] | None:
     n_samples, n_missing, n_held = m.n_samples, int(m.n_missing[row]), int(m.n_held[row])
     if n_missing == n_samples:
-        return "absent-lead", "all samples missing"
+        return LeadProblemKind.ABSENT_LEAD, "all samples missing"
     if n_held == n_samples:
-        return "flat-lead", f"held at {m.high_mv[row]:.3f} mV for the whole record"
+        return LeadProblemKind.FLAT_LEAD, f"held at {m.high_mv[row]:.3f} mV for the whole record"
     if n_missing + n_held > max_missing_fraction * n_samples:
         if n_missing >= n_held:
-            return "absent-lead", f"{n_missing / n_samples:.0%} of samples missing"
-        return "flat-lead", f"held at one value for {n_held / m.fs_hz:.1f} s of {n_samples / m.fs_hz:.1f} s"
+            return LeadProblemKind.ABSENT_LEAD, f"{n_missing / n_samples:.0%} of samples missing"
+        return (
+            LeadProblemKind.FLAT_LEAD,
+            f"held at one value for {n_held / m.fs_hz:.1f} s of {n_samples / m.fs_hz:.1f} s",
+        )
     if m.longest_gap[row] > max_gap_s * m.fs_hz:
-        return "absent-lead", f"a {m.longest_gap[row] / m.fs_hz:.2f} s gap, longer than {max_gap_s:g} s"
+        return LeadProblemKind.ABSENT_LEAD, f"a {m.longest_gap[row] / m.fs_hz:.2f} s gap, longer than {max_gap_s:g} s"
     span_mv = float(m.high_mv[row] - m.low_mv[row])
     if span_mv < FLAT_PEAK_TO_PEAK_MV:
-        return "flat-lead", f"spans {1000 * span_mv:.0f} µV over the whole record"
+        return LeadProblemKind.FLAT_LEAD, f"spans {1000 * span_mv:.0f} µV over the whole record"
     n_present = n_samples - n_missing
     if m.n_at_extreme[row] >= SATURATED_FRACTION * n_present:
         share = m.n_at_extreme[row] / n_present
-        return "saturated", f"pinned at {m.extreme_mv[row]:+.3f} mV for {share:.0%} of samples"
+        return LeadProblemKind.SATURATED, f"pinned at {m.extreme_mv[row]:+.3f} mV for {share:.0%} of samples"
     if m.flat_tops[row] >= CLIP_MIN_FLAT_TOPS:
-        return "clipped", f"{m.flat_tops[row]} flat-topped waves at its extremes"
+        return LeadProblemKind.CLIPPED, f"{m.flat_tops[row]} flat-topped waves at its extremes"
     return None
 
 

@@ -1,9 +1,9 @@
 """Is this ECG fit to be scored? Checked before the shared preprocessing, per record.
 
 :func:`validate_record` either refuses a record — :class:`InvalidEcgError` whose reason
-starts with a fixed prefix, quarantined and never scored — or returns a
-:class:`SignalAssessment`: the record to score and what was done to it. Refusals, in the
-order they are checked::
+starts with a fixed prefix (:class:`RefusalReason`), quarantined and never scored — or
+returns a :class:`SignalAssessment`: the record to score and what was done to it.
+Refusals, in the order they are checked::
 
     implausible-rate          sampling rate outside ValidationRules.min_fs_hz..max_fs_hz
     too-short                 shorter than the model's window
@@ -26,12 +26,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from agent.lead_quality import LeadMeasures, LeadProblem, gaps, lead_problems, measure_leads
 from integrations.ecg import EcgRecord, canonical_lead_name, interpolate_nans
 from integrations.errors import InvalidEcgError, MissingLeadsError
+
+
+class RefusalReason(StrEnum):
+    """The fixed prefix of every refusal's reason (``InvalidEcgError.reason``), in the order the checks run."""
+
+    IMPLAUSIBLE_RATE = "implausible-rate"
+    TOO_SHORT = "too-short"
+    MISSING_LEADS = "missing-leads"  # raised as MissingLeadsError, whose reason carries the same prefix
+    NON_FINITE = "non-finite"
+    IMPLAUSIBLE_AMPLITUDE = "implausible-amplitude"
+    TOO_MANY_UNUSABLE_LEADS = "too-many-unusable-leads"
+
 
 #: Limb leads as combinations of I and II (Einthoven, Goldberger); any two of them give the other four.
 LIMB_LEADS_IN_I_II: dict[str, tuple[float, float]] = {
@@ -109,7 +122,8 @@ def validate_record(record: EcgRecord, rules: ValidationRules) -> SignalAssessme
         listed = ", ".join(f"{p.lead} ({p})" for p in problems)
         raise InvalidEcgError(
             record.record_id,
-            f"too-many-unusable-leads: {len(problems)} unusable leads (at most {rules.max_bad_leads}): {listed}",
+            f"{RefusalReason.TOO_MANY_UNUSABLE_LEADS}: {len(problems)} unusable leads "
+            f"(at most {rules.max_bad_leads}): {listed}",
         )
     return _repaired(record, rows, measures, problems, rules.required_leads)
 
@@ -118,16 +132,15 @@ def _check_rate(record: EcgRecord, rules: ValidationRules) -> None:
     if not rules.min_fs_hz <= record.fs_hz <= rules.max_fs_hz:
         plausible = f"{rules.min_fs_hz:g}–{rules.max_fs_hz:g} Hz"
         raise InvalidEcgError(
-            record.record_id, f"implausible-rate: {record.fs_hz:g} Hz is outside the plausible {plausible}"
+            record.record_id,
+            f"{RefusalReason.IMPLAUSIBLE_RATE}: {record.fs_hz:g} Hz is outside the plausible {plausible}",
         )
 
 
 def _check_duration(record: EcgRecord, rules: ValidationRules) -> None:
     if record.duration_s < rules.min_duration_s:
-        raise InvalidEcgError(
-            record.record_id,
-            f"too-short: {record.duration_s:.2f} s is shorter than the model's {rules.min_duration_s:g} s",
-        )
+        shorter = f"{record.duration_s:.2f} s is shorter than the model's {rules.min_duration_s:g} s"
+        raise InvalidEcgError(record.record_id, f"{RefusalReason.TOO_SHORT}: {shorter}")
 
 
 def _required_rows(record: EcgRecord, rules: ValidationRules) -> list[int]:
@@ -143,7 +156,7 @@ def _check_finite(record_id: str, measures: LeadMeasures, leads: tuple[str, ...]
     infinite = np.isinf(measures.high_mv) | np.isinf(measures.low_mv)
     if infinite.any():
         listed = ", ".join(lead for lead, bad in zip(leads, infinite.tolist(), strict=True) if bad)
-        raise InvalidEcgError(record_id, f"non-finite: infinite samples in lead(s) {listed}")
+        raise InvalidEcgError(record_id, f"{RefusalReason.NON_FINITE}: infinite samples in lead(s) {listed}")
 
 
 def _check_amplitude(
@@ -165,9 +178,8 @@ def _check_amplitude(
         return
     worst = int(beyond[np.argmax(share[beyond])])
     leads = rules.required_leads
-    reason = (
-        f"implausible-amplitude: lead {leads[worst]} exceeds ±{limit_mv:g} mV for {100 * share[worst]:.0f} % of samples"
-    )
+    exceeds = f"lead {leads[worst]} exceeds ±{limit_mv:g} mV for {100 * share[worst]:.0f} % of samples"
+    reason = f"{RefusalReason.IMPLAUSIBLE_AMPLITUDE}: {exceeds}"
     others = [leads[i] for i in beyond.tolist() if i != worst]
     if others:
         reason += f" (so do {', '.join(others)})"

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from agent.validation import ValidationRules, validate_record
+from agent.validation import RefusalReason, ValidationRules, validate_record
 from integrations.ecg import MIMIC_FILE_LEAD_ORDER, MODEL_LEAD_ORDER, EcgRecord, resample
 from integrations.errors import InvalidEcgError, MissingLeadsError
 from integrations.fhir import ecg_to_observation, observation_to_ecg
@@ -63,6 +63,7 @@ def _refusal(record: EcgRecord, rules: ValidationRules = RULES) -> str:
     with pytest.raises(InvalidEcgError) as refused:
         validate_record(record, rules)
     assert refused.value.record_id == record.record_id
+    assert refused.value.reason.split(": ", 1)[0] in set(RefusalReason)  # the prefix quarantine tables key on
     return refused.value.reason
 
 
