@@ -41,8 +41,8 @@ def real_ecg() -> EcgRecord:
     return EcgRecord("dicom-ecg", signal_mv, float(group.SamplingFrequency), names, source="dicom")
 
 
-def _at_500_hz(record: EcgRecord) -> EcgRecord:
-    return dataclasses.replace(record, signal_mv=resample(record.signal_mv, record.fs_hz, 500.0), fs_hz=500.0)
+def _at(fs_hz: float, record: EcgRecord) -> EcgRecord:
+    return dataclasses.replace(record, signal_mv=resample(record.signal_mv, record.fs_hz, fs_hz), fs_hz=fs_hz)
 
 
 def _scaled(record: EcgRecord, factor: float) -> EcgRecord:
@@ -70,9 +70,9 @@ def _refusal(record: EcgRecord, rules: ValidationRules = RULES) -> str:
 # ------------------------------------------------------------------ clean ECGs pass untouched
 
 
-@pytest.mark.parametrize("at_500_hz", [False, True], ids=["1000-hz", "500-hz"])
-def test_a_real_clean_ecg_passes_with_no_notes_and_is_scored_as_received(real_ecg, at_500_hz):
-    record = _at_500_hz(real_ecg) if at_500_hz else real_ecg
+@pytest.mark.parametrize("fs_hz", [1000.0, 500.0, 360.0, 250.0])
+def test_a_real_clean_ecg_passes_with_no_notes_and_is_scored_as_received(real_ecg, fs_hz):
+    record = _at(fs_hz, real_ecg) if fs_hz != real_ecg.fs_hz else real_ecg
     assessment = validate_record(record, RULES)
     assert assessment.record is record
     assert (assessment.imputed_leads, assessment.dropped_leads, assessment.interpolated_leads) == ((), (), ())
@@ -267,7 +267,7 @@ def test_an_electrode_off_for_most_of_the_record_makes_a_flat_lead(real_ecg):
 
 @pytest.mark.parametrize("at_500_hz", [False, True], ids=["1000-hz", "500-hz"])
 def test_flat_topped_waves_at_a_leads_extreme_are_clipping(real_ecg, at_500_hz):
-    record = _at_500_hz(real_ecg) if at_500_hz else real_ecg
+    record = _at(500.0, real_ecg) if at_500_hz else real_ecg
     v5 = _lead(record, "V5")
     clipped = np.clip(v5, None, 0.7 * v5.max())  # every R wave of V5 cut at 70 % of its height
     assessment = validate_record(_with_lead(record, "V5", clipped), RULES)
