@@ -327,6 +327,9 @@ def _admissible(
         except IntegrationError as exc:
             _refuse(store, study, exc.reason if isinstance(exc, InvalidEcgError) else str(exc), report)
             continue
+        if assessment.altered:
+            report.counts["signal_repaired"] += 1
+            log.info("study %s: %s", study_ref(study.study), assessment.summary())
         admitted.append(_Admitted(study, assessment.record, assessment))
     return admitted
 

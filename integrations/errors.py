@@ -56,10 +56,10 @@ class InvalidEcgError(IntegrationError, ValueError):
 
 
 class MissingLeadsError(InvalidEcgError):
-    """Required leads are not present in the record."""
+    """Required leads are not present in the record; the reason starts ``missing-leads:`` as FHIR rejections do."""
 
     def __init__(self, record_id: str, missing: tuple[str, ...]) -> None:
-        super().__init__(record_id, f"missing leads {', '.join(missing)}")
+        super().__init__(record_id, f"missing-leads: missing leads {', '.join(missing)}")
         self.missing = missing
 
 

@@ -110,7 +110,7 @@ def test_bad_records_are_quarantined_with_the_reason_and_the_run_goes_on(store, 
     report = run_once(store, models.load_for_run(), [source], [], SCORING, progress=False)
     assert report.counts["scored"] == 1 and report.counts["quarantined"] == 2
     reasons = sorted(entry.entry.reason for entry in store.list_quarantine())
-    assert reasons == ["missing leads V6", "no components"]
+    assert reasons == ["missing-leads: missing leads V6", "no components"]
     assert store.get_study("list", "short-of-leads", "1").status == StudyStatus.FAILED
     assert source.acknowledged == ["short-of-leads", "9", "good"]
 
