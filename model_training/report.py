@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from model_training.artifact import LabAssociation
-from model_training.data.cohort_report import icd_display
 from model_training.evaluate import MODEL_NAMES, OperatingThresholds, RunPredictions
+from model_training.names import diagnosis_display as icd_display
+from model_training.report_release import RELIABILITY_FIGURE, calibration_section, plot_reliability, release_section
 
 REPORT_FILE = "report.md"
 EXPLANATIONS_FILE = "explanations.json"
@@ -99,9 +100,12 @@ def write_report(metrics: dict, predictions: RunPredictions, out_dir: Path) -> P
     write_explanations(associations, rule, out_dir / EXPLANATIONS_FILE)
     plot_macro_auroc(metrics, out_dir / MACRO_FIGURE)
     plot_top_roc_curves(metrics, predictions, out_dir / ROC_FIGURE)
+    plot_reliability(metrics["calibration"], out_dir / RELIABILITY_FIGURE)
     sections = [
         _headline_section(metrics),
         f"![Macro AUROC]({MACRO_FIGURE})\n\n![ROC curves of the best-predicted diagnoses]({ROC_FIGURE})",
+        calibration_section(metrics["calibration"]),
+        release_section(metrics["release"], metrics["thresholds"]["ours"], predictions),
         _label_section("Diagnoses", metrics["per_label"]["diagnosis"], metrics["thresholds"], "diagnosis"),
         _label_section("Lab abnormalities", metrics["per_label"]["labs"], metrics["thresholds"], "labs"),
         _association_section(associations, rule),
