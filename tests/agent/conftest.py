@@ -88,14 +88,16 @@ def build_artifact(out_dir: Path, version: str, seed: int = 0, charted: frozense
 
 
 @pytest.fixture(scope="session")
-def artifact_factory(tmp_path_factory) -> Callable[[str], Path]:
-    """Artifacts by version, built once per session (exporting scripts and checks parity: about a second)."""
-    built: dict[str, Path] = {}
+def artifact_factory(tmp_path_factory) -> Callable[..., Path]:
+    """Artifacts by version (and the labels they chart), built once per session (about a second each)."""
+    built: dict[tuple[str, frozenset[str]], Path] = {}
 
-    def make(version: str) -> Path:
-        if version not in built:
-            built[version] = build_artifact(tmp_path_factory.mktemp(f"artifact-{version}"), version, seed=len(built))
-        return built[version]
+    def make(version: str, charted: frozenset[str] = ALL_CHARTED) -> Path:
+        key = (version, frozenset(charted))
+        if key not in built:
+            out_dir = tmp_path_factory.mktemp(f"artifact-{version}")
+            built[key] = build_artifact(out_dir, version, seed=len(built), charted=key[1])
+        return built[key]
 
     return make
 
