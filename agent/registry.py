@@ -279,7 +279,8 @@ def _rule_line(rule: ReleaseRule | None) -> str:
         return "release rule: none (exported before release tables): every label is stored only"
     floors = f"CI low >= {rule.min_auroc_ci_low:.2f} and PPV >= {rule.min_ppv:.2f}"
     return (f"release rule: chart when the {rule.fold} AUROC's {rule.ci_level:.0%} {floors} (at the "
-            f"{rule.prevalence}'s prevalence; {rule.n_bootstrap} bootstrap resamples)")  # fmt: skip
+            f"{rule.prevalence}'s prevalence; {rule.n_bootstrap} bootstrap resamples) with at least "
+            f"{rule.min_positives} positives")  # fmt: skip
 
 
 def _release_line(row: ReleaseRow) -> str:

@@ -122,6 +122,7 @@ class ReleaseRule:
 
     min_auroc_ci_low: float  # chart only when the lower bound of the AUROC's CI reaches this
     min_ppv: float  # ... and the PPV at the operating threshold reaches this
+    min_positives: int  # ... and the fold holds at least this many positives (else the CI is not trustworthy)
     ci_level: float
     n_bootstrap: int
     seed: int

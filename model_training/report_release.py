@@ -51,15 +51,16 @@ def release_section(release: dict, thresholds: dict, predictions: RunPredictions
     lines = [
         "## What reaches the chart (release table, validation fold)",
         "",
-        f"Charted when the lower bound of the validation AUROC's {rule['ci_level']:.0%} bootstrap CI "
+        f"Charted when the fold holds at least {rule['min_positives']} positives, the lower bound of the validation "
+        f"AUROC's {rule['ci_level']:.0%} bootstrap CI "
         f"({rule['n_bootstrap']} resamples) is at least {rule['min_auroc_ci_low']:.2f} and the PPV at the operating "
         f"threshold is at least {rule['min_ppv']:.2f}, at the {rule['prevalence']}'s prevalence; otherwise stored "
         "only. Thresholds and the rule share the validation fold, so its rates are optimistic: the test fold's are "
         "beside them.",
         "",
-        "| Label | Name | AUROC [95 % CI] | Threshold | Sens | Spec | PPV | Prevalence | Sens test | PPV test "
-        "| Release |",
-        "|---" * 11 + "|",
+        "| Label | Name | Positives | AUROC [95 % CI] | Threshold | Sens | Spec | PPV | Prevalence | Sens test "
+        "| PPV test | Release |",
+        "|---" * 12 + "|",
     ]
     scores = predictions.models[MODEL]
     families = (
@@ -74,7 +75,8 @@ def release_section(release: dict, thresholds: dict, predictions: RunPredictions
             test = operating_point(y_test[:, j], prob_test[:, j], threshold) if prob_test is not None else None
             n_charted += entry["charted"]
             lines.append(
-                f"| {name} | {_display(kind, name)} | {_fmt(entry['auroc'])} [{_fmt(entry['auroc_ci_low'])}, "
+                f"| {name} | {_display(kind, name)} | {entry['n_positive']} / {entry['n_known']} | "
+                f"{_fmt(entry['auroc'])} [{_fmt(entry['auroc_ci_low'])}, "
                 f"{_fmt(entry['auroc_ci_high'])}] | {threshold:.3f} | {_fmt(entry['sensitivity'])} | "
                 f"{_fmt(entry['specificity'])} | {_fmt(entry['ppv'])} | {_fmt(entry['prevalence'])} | "
                 f"{_fmt(test.sensitivity if test else None)} | {_fmt(test.ppv if test else None)} | "

@@ -218,7 +218,8 @@ def evaluate_predictions(config: TrainConfig, raw: RunPredictions, out_dir: Path
     predictions = calibrated_predictions(raw, calibration, SHIPPED_MODEL)
     evaluation = config.evaluation
     rule = release_rule(min_auroc_ci_low=config.release.min_auroc_ci_low, min_ppv=config.release.min_ppv,
-                        n_bootstrap=evaluation.n_bootstrap, seed=evaluation.seed)  # fmt: skip
+                        min_positives=config.release.min_positives, n_bootstrap=evaluation.n_bootstrap,
+                        seed=evaluation.seed)  # fmt: skip
     release = release_table(predictions, operating_thresholds(predictions, SHIPPED_MODEL), rule)
     extra = {"calibration": calibration_report(raw, predictions, calibration, SHIPPED_MODEL),
              "release": release.to_dict()}  # fmt: skip

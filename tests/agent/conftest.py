@@ -40,7 +40,7 @@ class _TinyEncoder(nn.Module):
         return self.conv(x).mean(dim=-1)
 
 
-RELEASE_RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, n_bootstrap=20, seed=0)
+RELEASE_RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
 #: What the release rule makes of a label that separates well (charted) and of one that does not (stored only).
 CHARTED = release_entry(Estimate(0.92, 0.86, 0.97), OperatingPoint(0.7, 0.9, 0.42, 0.1, 20, 200), RELEASE_RULE)
 STORED = release_entry(Estimate(0.71, 0.62, 0.79), OperatingPoint(0.5, 0.7, 0.15, 0.1, 20, 200), RELEASE_RULE)

@@ -44,7 +44,7 @@ def tiny_scoring() -> EcgScoringModule:
     return EcgScoringModule(encoder, nn.Linear(8, 2), nn.Linear(8, 1), window_samples=250).eval()
 
 
-RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, n_bootstrap=20, seed=0)
+RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
 STRONG = release_entry(Estimate(0.93, 0.88, 0.97), OperatingPoint(0.7, 0.9, 0.45, 0.1, 12, 120), RULE)
 WEAK = release_entry(Estimate(0.7, 0.6, 0.8), OperatingPoint(0.5, 0.7, 0.12, 0.1, 12, 120), RULE)
 RELEASE = ReleaseTable(RULE, {"I50": STRONG, "I48": WEAK}, {"potassium_high": STRONG})

@@ -34,7 +34,7 @@ METRICS = {
 }  # fmt: skip
 THRESHOLDS = OperatingThresholds("max_f1_on_validation", {"I50": 0.3, "I48": 0.4, "E11": 0.5},
                                  {"potassium_high": 0.2, "hemoglobin_low": 0.6})  # fmt: skip
-RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, n_bootstrap=20, seed=0)
+RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
 STRONG = release_entry(Estimate(0.93, 0.88, 0.97), OperatingPoint(0.7, 0.9, 0.45, 0.1, 12, 120), RULE)
 WEAK = release_entry(Estimate(0.7, 0.6, 0.8), OperatingPoint(0.5, 0.7, 0.12, 0.1, 12, 120), RULE)
 RELEASE = ReleaseTable(RULE, {"I50": STRONG, "I48": WEAK, "E11": WEAK},

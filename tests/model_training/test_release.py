@@ -16,29 +16,30 @@ from model_training.release import (
     release_table,
 )
 
-RULE = release_rule(min_auroc_ci_low=0.80, min_ppv=0.30, n_bootstrap=200, seed=0)
+RULE = release_rule(min_auroc_ci_low=0.80, min_ppv=0.30, min_positives=10, n_bootstrap=200, seed=0)
 
 
 @pytest.mark.parametrize(
-    ("ci_low", "ppv", "charted", "reason"),
+    ("ci_low", "ppv", "n_positive", "charted", "reason"),
     [
-        (0.85, 0.40, True, "charted: AUROC CI low 0.850 >= 0.80, PPV 0.400 >= 0.30"),
-        (0.80, 0.30, True, "charted"),  # the floors themselves pass
-        (0.79, 0.90, False, "stored only: AUROC CI low 0.790 < 0.80"),
-        (0.95, 0.12, False, "stored only: PPV 0.120 < 0.30"),
-        (0.70, 0.10, False, "stored only: AUROC CI low 0.700 < 0.80; PPV 0.100 < 0.30"),
-        (None, 0.50, False, "AUROC CI low undefined"),  # no positive in the fold
-        (0.90, None, False, "PPV undefined"),  # nothing called positive
+        (0.85, 0.40, 25, True, "charted: AUROC CI low 0.850 >= 0.80, PPV 0.400 >= 0.30, 25 positives"),
+        (0.80, 0.30, 10, True, "charted"),  # the floors themselves pass
+        (0.79, 0.90, 25, False, "stored only: AUROC CI low 0.790 < 0.80"),
+        (0.95, 0.12, 25, False, "stored only: PPV 0.120 < 0.30"),
+        (0.70, 0.10, 25, False, "stored only: AUROC CI low 0.700 < 0.80; PPV 0.100 < 0.30"),
+        (0.94, 0.50, 1, False, "stored only: 1 positives < 10"),  # a one-positive CI collapses onto its point
+        (None, 0.50, 0, False, "AUROC CI low undefined"),  # no positive in the fold
+        (0.90, None, 25, False, "PPV undefined"),  # nothing called positive
     ],
 )
-def test_the_rule_on_hand_made_metrics(ci_low, ppv, charted, reason):
-    decided, why = decide(ci_low, ppv, RULE)
+def test_the_rule_on_hand_made_metrics(ci_low, ppv, n_positive, charted, reason):
+    decided, why = decide(ci_low, ppv, n_positive, RULE)
     assert decided is charted and reason in why
 
 
 def test_the_floors_are_settings():
-    lenient = release_rule(min_auroc_ci_low=0.6, min_ppv=0.1, n_bootstrap=10, seed=0)
-    assert decide(0.7, 0.2, lenient)[0] and not decide(0.7, 0.2, RULE)[0]
+    lenient = release_rule(min_auroc_ci_low=0.6, min_ppv=0.1, min_positives=2, n_bootstrap=10, seed=0)
+    assert decide(0.7, 0.2, 5, lenient)[0] and not decide(0.7, 0.2, 5, RULE)[0]
 
 
 def test_operating_point_counts_calls_at_or_above_the_threshold_and_skips_unknown_labels():
