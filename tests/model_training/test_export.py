@@ -149,12 +149,12 @@ def test_inconsistent_exports_are_refused(tmp_path, overrides, message):
     assert not (tmp_path / "model" / "manifest.json").exists()
 
 
-def test_torch_export_program_matches_eager(tmp_path):
-    model_dir = export_tiny(tmp_path, extra_formats=("pt2",))
+def test_torch_export_program_matches_eager_calibration_included(tmp_path):
+    model_dir = export_tiny(tmp_path, extra_formats=("pt2",), calibration=CALIBRATION)
     manifest = load_artifact(model_dir).manifest
     assert manifest.extra_files["model.pt2"] == hashlib.sha256((model_dir / "model.pt2").read_bytes()).hexdigest()
     program = torch.export.load(str(model_dir / "model.pt2")).module()
-    module = tiny_scoring().eval()
+    module = tiny_scoring().with_calibration(*CALIBRATION.modules()).eval()
     for n_windows, batch in ((2, 1), (3, 4)):  # torch.export specialises one window away (see export.py)
         ecg = torch.randn(batch, 12, 250 * n_windows)
         for eager, exported in zip(module(ecg), program(ecg), strict=True):
