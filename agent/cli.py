@@ -140,8 +140,14 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     register = actions.add_parser("register", help="verify an artifact and copy it into the registry")
     register.add_argument("path", type=Path, help="artifact folder holding model.ts and manifest.json")
     actions.add_parser("list", help="every registered version and its state")
-    show = actions.add_parser("show", help="one version: state, sha256, manifest summary")
+    show = actions.add_parser(
+        "show", help="one version: state, sha256 and its release table (what it charts, what it only stores)",
+        description="Print the version's state and its release table: per label the validation AUROC with its "
+        "95 % CI, the operating threshold, sensitivity, specificity and PPV at the validation prevalence, and "
+        "whether positive calls are charted (written back) or stored only.",
+    )  # fmt: skip
     show.add_argument("version")
+    show.add_argument("--json", action="store_true", help="the manifest summary as JSON instead")
     for name, text in (
         ("shadow", "score VERSION beside the active model; results stored, never written back"),
         ("promote", "make VERSION the one active model (atomic; the previous one is retired)"),
@@ -155,9 +161,10 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     actions.add_parser("verify", help="re-hash every registered artifact; exit 1 if any fails")
     shadow_report = actions.add_parser(
         "shadow-report", help="compare a shadow version with the active one on the studies both scored",
-        description="Per label, over the studies scored by both the active and the shadow version: positive rates, "
-        "agreement of positive calls and mean |Δ probability|; ends with whether a promote looks safe "
-        "(exit 0) or needs review (exit 1).",
+        description="The two versions' release tables side by side (what each charts), then per label, over the "
+        "studies scored by both the active and the shadow version: positive rates, agreement of positive calls "
+        "and mean |Δ probability|; ends with whether a promote looks safe (exit 0) or needs review (exit 1: "
+        "predictions differ, or the shadow would chart a label the active version does not).",
     )  # fmt: skip
     shadow_report.add_argument("version", nargs="?", default=None, help="shadow version (default: the only one)")
     history = actions.add_parser("history", help="the audit trail, oldest first")
@@ -205,22 +212,58 @@ def _model(args: argparse.Namespace, settings: AgentSettings) -> int:
     action: Callable[[], int] = {
         "register": lambda: _print_change("registered", registry.register(args.path)),
         "list": lambda: _print_versions(registry.list()),
-        "show": lambda: _print_json(_describe(registry.get(args.version), full=True)),
+        "show": lambda: _print_show(registry, args.version, as_json=args.json),
         "shadow": lambda: _print_change("shadow", registry.shadow(args.version, reason=args.reason)),
-        "promote": lambda: _print_change("promoted", registry.promote(args.version, reason=args.reason)),
+        "promote": lambda: _promote(registry, args.version, args.reason),
         "retire": lambda: _print_change("retired", registry.retire(args.version, reason=args.reason)),
         "rollback": lambda: _print_change("rolled back to", registry.rollback(reason=args.reason)),
         "verify": lambda: _print_verify(registry.verify()),
         "history": lambda: _print_history(registry.history(args.version)),
-        "shadow-report": lambda: _print_shadow_report(args.version, settings),
+        "shadow-report": lambda: _print_shadow_report(registry, args.version, settings),
     }[args.action]
     return action()
 
 
-def _print_shadow_report(version: str | None, settings: AgentSettings) -> int:
+def _promote(registry: ModelRegistry, version: str, reason: str) -> int:
+    note = registry.promotion_note(version)  # before the promote: it compares with the version active now
+    _print_change("promoted", registry.promote(version, reason=reason))
+    if note:
+        print(f"note: {version} {note} (recorded in the audit reason)")
+    return 0
+
+
+def _print_show(registry: ModelRegistry, version: str, *, as_json: bool) -> int:
+    from agent.registry import release_table_lines
+
+    model = registry.get(version)
+    if as_json:
+        return _print_json(_describe(model, full=True))
+    print(f"{model.version}: {model.state.value}, sha256 {model.sha256[:12]}, registered "
+          f"{model.created_at.isoformat(timespec='seconds')}, model {model.manifest.get('model_name')}, "
+          f"calibration {model.manifest.get('calibration') or 'none recorded'}")  # fmt: skip
+    print("\n".join(release_table_lines(registry.release_table(version))))
+    return 0
+
+
+def _print_release_comparison(registry: ModelRegistry, active: str, shadow: str) -> bool:
+    """Print both release tables side by side; True when the shadow charts nothing the active version does not."""
+    from agent.registry import compare_release, release_comparison_lines
+
+    changes = compare_release(registry.release_table(active), registry.release_table(shadow))
+    print(f"release tables: active {active} vs shadow {shadow}")
+    print("\n".join(release_comparison_lines(changes)))
+    newly = [change.label for change in changes if change.newly_charted]
+    if newly:
+        print(f"review: the shadow would chart {len(newly)} label(s) the active version does not: {', '.join(newly)}")
+    return not newly
+
+
+def _print_shadow_report(registry: ModelRegistry, version: str | None, settings: AgentSettings) -> int:
     from agent.operations import shadow_report
 
     report = shadow_report(_open_store(settings), version)
+    release_safe = _print_release_comparison(registry, report.active_version, report.shadow_version)
+    print()
     print(f"active {report.active_version} vs shadow {report.shadow_version} on {report.n_studies} studies")
     print(f"{'label':<24} {'n':>6} {'pos active':>10} {'pos shadow':>10} {'agree':>6} {'mean|Δp|':>9}")
     for label in report.labels:
@@ -228,7 +271,7 @@ def _print_shadow_report(version: str | None, settings: AgentSettings) -> int:
               f"{label.shadow_positive_rate:>10.3f} {label.agreement:>6.3f} {label.mean_abs_probability_diff:>9.3f}"
               f"{'' if label.looks_safe else '  <- review'}")  # fmt: skip
     print(report.verdict())
-    return 0 if report.looks_safe else 1
+    return 0 if report.looks_safe and release_safe else 1
 
 
 def _status(args: argparse.Namespace, settings: AgentSettings) -> int:

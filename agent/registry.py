@@ -7,6 +7,11 @@ store retires the previous active one in the same transaction as the promote.
 
 Nothing is promoted without being verified again from the registry copy: a file that
 no longer hashes to what was registered is refused, and the active model stays.
+
+Each version's manifest carries its release table: per label, the validation metrics and
+whether its positive calls are charted (written back) or stored only. ``release_table``
+shows it, ``compare_release`` sets two versions side by side, and a promote that would
+chart a label the current active version never charted says so in its audit reason.
 """
 
 from __future__ import annotations
@@ -21,7 +26,17 @@ from pathlib import Path
 from agent.errors import RegistryError
 from agent.loader import ArtifactRefused, load_registered
 from integrations.store import ModelAuditEntry, ModelState, ModelVersion, Store
-from model_training.artifact import MANIFEST_FILE, MODEL_FILE, Artifact, ArtifactError, load_artifact, sha256_hex
+from model_training.artifact import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Artifact,
+    ArtifactError,
+    Manifest,
+    ReleaseEntry,
+    ReleaseRule,
+    load_artifact,
+    sha256_hex,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +46,85 @@ class VerifyResult:
     version: str
     ok: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRow:
+    """One label of a version's release table; ``release`` is None for a manifest without one (schema 1)."""
+
+    kind: str  # "diagnosis" | "lab"
+    label: str  # ICD-10-CM code or lab target name
+    display: str
+    threshold: float
+    release: ReleaseEntry | None
+
+    @property
+    def charted(self) -> bool:
+        return self.release is not None and self.release.charted
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    """A version's release table and the rule that produced it (None: exported before release tables)."""
+
+    version: str
+    rule: ReleaseRule | None
+    rows: tuple[ReleaseRow, ...]
+
+    @property
+    def charted(self) -> frozenset[tuple[str, str]]:
+        return frozenset((row.kind, row.label) for row in self.rows if row.charted)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseChange:
+    """One label in two versions' release tables (None where a version lacks the label)."""
+
+    kind: str
+    label: str
+    display: str
+    before: ReleaseRow | None
+    after: ReleaseRow | None
+
+    @property
+    def newly_charted(self) -> bool:
+        return self.after is not None and self.after.charted and (self.before is None or not self.before.charted)
+
+    @property
+    def no_longer_charted(self) -> bool:
+        return self.before is not None and self.before.charted and (self.after is None or not self.after.charted)
+
+
+def release_view(model: ModelVersion) -> ReleaseView:
+    """The release table of a registered version, read from the manifest recorded at registration."""
+    try:
+        manifest = Manifest.from_json(json.dumps(model.manifest), source=f"model {model.version}")
+    except ArtifactError as exc:
+        raise RegistryError(f"the manifest of {model.version} cannot be read: {exc}") from exc
+    rows = [ReleaseRow("diagnosis", d.code, d.display, d.threshold, d.release) for d in manifest.diagnoses]
+    rows += [ReleaseRow("lab", t.name, t.display, t.threshold, t.release) for t in manifest.lab_targets]
+    return ReleaseView(model.version, manifest.release_rule, tuple(rows))
+
+
+def compare_release(before: ReleaseView, after: ReleaseView) -> list[ReleaseChange]:
+    """Every label of either version, in ``after``'s order then the labels only ``before`` has."""
+    old = {(row.kind, row.label): row for row in before.rows}
+    new = {(row.kind, row.label): row for row in after.rows}
+    keys = list(new) + [key for key in old if key not in new]
+    changes = []
+    for key in keys:
+        before, after = old.get(key), new.get(key)
+        changes.append(ReleaseChange(*key, (after or before).display, before, after))
+    return changes
+
+
+def newly_charted_note(changes: list[ReleaseChange], active_version: str | None) -> str | None:
+    """The sentence a promote adds to its audit reason when it charts labels the active version never charted."""
+    labels = [change.label for change in changes if change.newly_charted]
+    if not labels:
+        return None
+    since = f"than active {active_version}" if active_version else "(no version was active)"
+    return f"charts {len(labels)} label(s) more {since}: {', '.join(labels)}"
 
 
 class ModelRegistry:
@@ -74,12 +168,37 @@ class ModelRegistry:
         return self._store.set_model_state(version, ModelState.SHADOW, actor=self._actor, reason=reason)
 
     def promote(self, version: str, *, reason: str) -> ModelVersion:
-        """Make ``version`` the one active model (the previous active one is retired in the same transaction)."""
+        """Make ``version`` the one active model (the previous active one is retired in the same transaction).
+
+        When ``version`` charts labels the active version does not, the audit reason names them.
+        """
         model = self.get(version)
         if model.state == ModelState.ACTIVE:
             return model
         self._verify_or_refuse(model)
-        return self._store.set_model_state(version, ModelState.ACTIVE, actor=self._actor, reason=reason)
+        note = self.promotion_note(version)
+        audited = f"{reason} [{note}]" if note else reason
+        return self._store.set_model_state(version, ModelState.ACTIVE, actor=self._actor, reason=audited)
+
+    def promotion_note(self, version: str) -> str | None:
+        """What promoting ``version`` adds to its audit reason: the labels it would newly chart (None: none)."""
+        if self.get(version).state == ModelState.ACTIVE:
+            return None
+        return newly_charted_note(self.release_changes_on_promote(version), self._active_version())
+
+    def release_table(self, version: str) -> ReleaseView:
+        return release_view(self.get(version))
+
+    def release_changes_on_promote(self, version: str) -> list[ReleaseChange]:
+        """How the charted labels change if ``version`` replaces the active version (none active: none charted)."""
+        candidate = self.release_table(version)
+        active = self._store.active_model_version()
+        current = release_view(active) if active is not None else ReleaseView("", None, ())
+        return compare_release(current, candidate)
+
+    def _active_version(self) -> str | None:
+        active = self._store.active_model_version()
+        return active.version if active is not None else None
 
     def rollback(self, *, reason: str) -> ModelVersion:
         """Promote the version that was active before the current one."""
@@ -146,3 +265,67 @@ def _load_verified(artifact_dir: Path) -> Artifact:
         return load_artifact(artifact_dir)
     except ArtifactError as exc:
         raise RegistryError(f"cannot register {artifact_dir}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- as text (ecg-agent model show / shadow-report)
+
+
+def _num(value: float | None, width: int = 5) -> str:
+    return f"{'–':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+
+def _rule_line(rule: ReleaseRule | None) -> str:
+    if rule is None:
+        return "release rule: none (exported before release tables): every label is stored only"
+    floors = f"CI low >= {rule.min_auroc_ci_low:.2f} and PPV >= {rule.min_ppv:.2f}"
+    return (f"release rule: chart when the {rule.fold} AUROC's {rule.ci_level:.0%} {floors} (at the "
+            f"{rule.prevalence}'s prevalence; {rule.n_bootstrap} bootstrap resamples) with at least "
+            f"{rule.min_positives} positives")  # fmt: skip
+
+
+def _release_line(row: ReleaseRow) -> str:
+    head = f"{row.kind[:3]:<4} {row.label:<16} {row.display[:40]:<40}"
+    entry = row.release
+    if entry is None:
+        return f"{head} {'–':<21} {row.threshold:>6.3f} {'':>5} {'':>5} {'':>5} {'':>5}  stored (no release entry)"
+    auroc = f"{_num(entry.auroc).strip()} [{_num(entry.auroc_ci_low).strip()}, {_num(entry.auroc_ci_high).strip()}]"
+    return (f"{head} {auroc:<21} {row.threshold:>6.3f} {_num(entry.sensitivity)} {_num(entry.specificity)} "
+            f"{_num(entry.ppv)} {_num(entry.prevalence)}  {'charted' if entry.charted else 'stored'}")  # fmt: skip
+
+
+def release_table_lines(view: ReleaseView) -> list[str]:
+    """The rule, a header, one line per label (AUROC [CI], threshold, sens, spec, PPV, prevalence, release), a total."""
+    header = (f"{'kind':<4} {'label':<16} {'name':<40} {'AUROC [95 % CI]':<21} {'thresh':>6} {'sens':>5} "
+              f"{'spec':>5} {'PPV':>5} {'prev':>5}  release")  # fmt: skip
+    total = f"{len(view.charted)} of {len(view.rows)} labels charted; the rest are stored only"
+    return [_rule_line(view.rule), header, *(_release_line(row) for row in view.rows), total]
+
+
+def _field(row: ReleaseRow | None, name: str) -> float | None:
+    return getattr(row.release, name) if row is not None and row.release is not None else None
+
+
+def _state(row: ReleaseRow | None) -> str:
+    if row is None:
+        return "absent"
+    return "charted" if row.charted else "stored"
+
+
+def release_comparison_lines(changes: list[ReleaseChange]) -> list[str]:
+    """A header and one line per label: AUROC and PPV in both versions, charted/stored before -> after."""
+    lines = [f"{'kind':<4} {'label':<16} {'name':<40} {'AUROC act':>9} {'AUROC sh':>9} {'PPV act':>7} "
+             f"{'PPV sh':>7}  active -> shadow"]  # fmt: skip
+    for change in changes:
+        before, after = change.before, change.after
+        marker = ""
+        if change.newly_charted:
+            marker = "  <- newly charted"
+        elif change.no_longer_charted:
+            marker = "  <- no longer charted"
+        lines.append(
+            f"{change.kind[:3]:<4} {change.label:<16} {change.display[:40]:<40} "
+            f"{_num(_field(before, 'auroc'), 9)} {_num(_field(after, 'auroc'), 9)} "
+            f"{_num(_field(before, 'ppv'), 7)} {_num(_field(after, 'ppv'), 7)}  {_state(before)} -> {_state(after)}"
+            f"{marker}"
+        )
+    return lines

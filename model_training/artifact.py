@@ -42,7 +42,11 @@ import torch
 if TYPE_CHECKING:  # numpy arrays are accepted, but this module must not need numpy to import
     import numpy as np
 
-SCHEMA_VERSION = 1  # the manifest's layout
+SCHEMA_VERSION = 2  # the manifest's layout; 2 added the release table, code parents and calibration
+#: Layouts this reader accepts. A schema-1 manifest (exported before the release table) still loads, so such a
+#: model can be verified, shadowed or rolled back to; it carries no release decision, so none of its labels is
+#: charted (:attr:`DiagnosisLabel.charted` is False): an unvetted finding is not written into a patient's chart.
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 CONTRACT_VERSION = 1  # the module's input/output contract: [B, 12, T] mV → (dx_prob, lab_prob, embedding)
 MODEL_FILE = "model.ts"
 MANIFEST_FILE = "manifest.json"
@@ -91,13 +95,60 @@ class InputContractError(ArtifactError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseEntry:
+    """How one label did on the validation fold at its operating threshold, and whether it is charted.
+
+    Metrics a fold cannot define (no positive, nothing called positive) are None. ``ppv`` holds at
+    ``prevalence``, the validation fold's share of positives among studies with a known label; at a
+    site with prevalence q it becomes sens·q / (sens·q + (1 − spec)·(1 − q)).
+    """
+
+    auroc: float | None
+    auroc_ci_low: float | None
+    auroc_ci_high: float | None
+    sensitivity: float | None
+    specificity: float | None
+    ppv: float | None
+    prevalence: float | None
+    n_positive: int
+    n_known: int
+    charted: bool  # True: written back to the chart; False: stored only
+    reason: str  # which part of the rule decided, with the numbers
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRule:
+    """The rule that produced every :class:`ReleaseEntry` of a manifest (the training config's ``release:``)."""
+
+    min_auroc_ci_low: float  # chart only when the lower bound of the AUROC's CI reaches this
+    min_ppv: float  # ... and the PPV at the operating threshold reaches this
+    min_positives: int  # ... and the fold holds at least this many positives (else the CI is not trustworthy)
+    ci_level: float
+    n_bootstrap: int
+    seed: int
+    fold: str = "validation"
+    prevalence: str = "validation fold"
+
+
+@dataclass(frozen=True, slots=True)
 class DiagnosisLabel:
-    """One output of ``dx_prob``: a code, its system, and the operating threshold chosen on validation."""
+    """One output of ``dx_prob``: a code, its system, and the operating threshold chosen on validation.
+
+    ``display`` and ``parents`` come from the ICD-10-CM code table; ``parents`` are the codes above
+    this one, nearest first, written like ``code`` (no dot). ``release`` is None in a schema-1 manifest.
+    """
 
     code: str
     display: str
     threshold: float
     system: str = ICD10CM_SYSTEM
+    parents: tuple[str, ...] = ()
+    release: ReleaseEntry | None = None
+
+    @property
+    def charted(self) -> bool:
+        """Whether a positive call is written back to the chart (False without a release decision)."""
+        return self.release is not None and self.release.charted
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +164,12 @@ class LabTargetLabel:
     unit: str
     threshold: float  # operating threshold on the probability, chosen on validation
     loinc_system: str = LOINC_SYSTEM
+    release: ReleaseEntry | None = None  # None in a schema-1 manifest
+
+    @property
+    def charted(self) -> bool:
+        """Whether a positive call is written back to the chart (False without a release decision)."""
+        return self.release is not None and self.release.charted
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +219,8 @@ class Manifest:
     torch_version: str
     extra_files: dict[str, str] = field(default_factory=dict)  # other formats beside model.ts → their sha256
     model_sha256: str | None = None  # None only in the copy embedded in model.ts
+    calibration: str | None = None  # how dx_prob/lab_prob were calibrated inside the module; None in schema 1
+    release_rule: ReleaseRule | None = None  # None in schema 1
     schema_version: int = SCHEMA_VERSION
     contract_version: int = CONTRACT_VERSION
 
@@ -189,19 +248,63 @@ class Manifest:
 
 
 def _check_versions(data: dict, source: object) -> None:
-    for key, supported in (("schema_version", SCHEMA_VERSION), ("contract_version", CONTRACT_VERSION)):
-        if data.get(key) != supported:
+    for key, supported in (("schema_version", SUPPORTED_SCHEMA_VERSIONS), ("contract_version", (CONTRACT_VERSION,))):
+        if data.get(key) not in supported:
             raise UnsupportedVersionError(source, f"{key} is {data.get(key)!r}; this reader supports {supported}")
 
 
-def _manifest_from_dict(data: dict) -> Manifest:
-    expected = {f.name for f in dataclasses.fields(Manifest)}
-    unknown = set(data) - expected
+#: Fields schema 2 added: a schema-2 manifest must carry them, a schema-1 manifest must not.
+_SCHEMA_2_FIELDS: dict[type, frozenset[str]] = {
+    Manifest: frozenset({"calibration", "release_rule"}),
+    DiagnosisLabel: frozenset({"parents", "release"}),
+    LabTargetLabel: frozenset({"release"}),
+}
+
+
+def _check_fields(cls: type, item: dict, schema_version: int) -> None:
+    """Strict per schema: no unknown field, and exactly the fields that schema added (defaults aside)."""
+    expected = {f.name for f in dataclasses.fields(cls)}
+    added = _SCHEMA_2_FIELDS[cls]
+    unknown = set(item) - (expected if schema_version >= 2 else expected - added)
     if unknown:
-        raise ValueError(f"unknown fields {sorted(unknown)}")
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)} in schema {schema_version}")
+    missing = added - set(item) if schema_version >= 2 else set()
+    if missing:
+        raise ValueError(f"{cls.__name__} lacks {sorted(missing)}, required by schema {schema_version}")
+
+
+def _diagnosis_from_dict(item: dict, schema_version: int) -> DiagnosisLabel:
+    _check_fields(DiagnosisLabel, item, schema_version)
+    values = dict(item)
+    if schema_version >= 2:
+        values["parents"] = tuple(str(code) for code in item["parents"])
+        values["release"] = _release_from_dict(item["release"])
+    return DiagnosisLabel(**values)
+
+
+def _lab_target_from_dict(item: dict, schema_version: int) -> LabTargetLabel:
+    _check_fields(LabTargetLabel, item, schema_version)
+    values = dict(item)
+    if schema_version >= 2:
+        values["release"] = _release_from_dict(item["release"])
+    return LabTargetLabel(**values)
+
+
+def _release_from_dict(item: dict) -> ReleaseEntry:
+    entry = ReleaseEntry(**item)
+    if not isinstance(entry.charted, bool):
+        raise TypeError(f"release.charted must be true or false, got {entry.charted!r}")
+    return entry
+
+
+def _manifest_from_dict(data: dict) -> Manifest:
+    schema_version = data["schema_version"]
+    _check_fields(Manifest, data, schema_version)
     values = dict(data)
-    values["diagnoses"] = tuple(DiagnosisLabel(**item) for item in data["diagnoses"])
-    values["lab_targets"] = tuple(LabTargetLabel(**item) for item in data["lab_targets"])
+    values["diagnoses"] = tuple(_diagnosis_from_dict(item, schema_version) for item in data["diagnoses"])
+    values["lab_targets"] = tuple(_lab_target_from_dict(item, schema_version) for item in data["lab_targets"])
+    if schema_version >= 2:
+        values["release_rule"] = ReleaseRule(**data["release_rule"])
     values["explanations"] = {
         code: tuple(LabAssociation(**item) for item in items) for code, items in data["explanations"].items()
     }

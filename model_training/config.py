@@ -96,6 +96,21 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseConfig:
+    """Which labels the exported model writes back to the chart; the rest are stored only.
+
+    Decided per label on the validation fold (:mod:`model_training.release`, which argues the
+    defaults): chart when the fold holds at least ``min_positives`` positives of the label, the lower
+    bound of the AUROC's 95 % CI reaches ``min_auroc_ci_low`` and the PPV at the operating threshold
+    reaches ``min_ppv``.
+    """
+
+    min_auroc_ci_low: float = 0.80
+    min_ppv: float = 0.30
+    min_positives: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -104,6 +119,7 @@ class TrainConfig:
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 128
@@ -123,6 +139,12 @@ class TrainConfig:
             )
         if not 0.0 < self.label_fraction <= 1.0:
             raise ConfigError(f"label_fraction: must be in (0, 1], got {self.label_fraction}")
+        for key in ("min_auroc_ci_low", "min_ppv"):
+            value = getattr(self.release, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"release.{key}: must be in [0, 1], got {value}")
+        if self.release.min_positives < 1:
+            raise ConfigError(f"release.min_positives: must be at least 1, got {self.release.min_positives}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be at least 2 (batch statistics), got {self.batch_size}")
 

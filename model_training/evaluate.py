@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,8 +251,18 @@ def _task_aurocs(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) -
     return _TaskAurocs(point, per_label_auroc(y_true, y_score, weights))
 
 
-def evaluate_run(predictions: RunPredictions, out_dir: Path, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Compute every metric, write ``out_dir/metrics.json``, and return it (see the module docstring)."""
+def evaluate_run(
+    predictions: RunPredictions,
+    out_dir: Path,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    extra_sections: Mapping[str, object] | None = None,
+) -> dict:
+    """Compute every metric, write ``out_dir/metrics.json``, and return it (see the module docstring).
+
+    ``extra_sections`` (the calibration and release table the pipeline computed) are written beside them.
+    """
     weights = bootstrap_weights(predictions.y_dx_test.shape[0], n_bootstrap, seed)
     dx = {name: _task_aurocs(predictions.y_dx_test, m.dx_prob_test, weights) for name, m in predictions.models.items()}
     labs = {
@@ -270,7 +281,7 @@ def evaluate_run(predictions: RunPredictions, out_dir: Path, *, n_bootstrap: int
         "per_label": _per_label(predictions, dx, labs),
         "thresholds": {"rule": THRESHOLD_RULE}
         | {name: _thresholds_dict(predictions, name) for name in predictions.models},
-    }
+    } | dict(extra_sections or {})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     return metrics

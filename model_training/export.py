@@ -44,14 +44,17 @@ from model_training.artifact import (
     LabAssociation,
     LabTargetLabel,
     Manifest,
+    ReleaseEntry,
     load_artifact,
     sha256_hex,
 )
+from model_training.calibration import LabelCalibration
 from model_training.data.catalogue import LABS_BY_KEY
-from model_training.data.cohort_report import icd_display
 from model_training.data.labels import LabTarget
 from model_training.errors import ModelTrainingError
 from model_training.evaluate import OperatingThresholds
+from model_training.names import diagnosis_name, lab_display
+from model_training.release import ReleaseTable
 from model_training.scoring import EcgScoringModule
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ MAX_WINDOWS = 4096
 PT2_MIN_WINDOWS = 2
 ARTIFACT_FILE_MODE = 0o644
 OUTPUT_NAMES: tuple[str, ...] = ("dx_prob", "lab_prob", "embedding")
+UNCALIBRATED = "none"
 
 
 class ExportError(ModelTrainingError):
@@ -80,24 +84,30 @@ def export_artifact(
     dx_labels: Sequence[str],
     lab_targets: Sequence[LabTarget],
     thresholds: OperatingThresholds,
+    release: ReleaseTable,
     preprocess: PreprocessConfig,
     metrics: dict,
     data_fingerprint: str,
     example_input: torch.Tensor,
+    calibration: LabelCalibration | None = None,
     explanations: Mapping[str, Sequence[LabAssociation]] | None = None,
     extra_formats: Sequence[str] = (),
 ) -> Path:
     """Script, check and write ``out_dir/model/{model.ts, manifest.json}``; return that directory.
 
-    ``dx_labels`` are the ICD-10-CM codes in output order (displays are looked up);
-    ``lab_targets`` the lab targets in output order (LOINC from the catalogue);
-    ``thresholds`` the validation operating points of this model;
+    ``scoring_module`` is the uncalibrated model; ``calibration`` its per-label maps, which
+    go inside the exported module (so it outputs calibrated probabilities) and must be
+    the maps ``thresholds`` and ``release`` were computed after;
+    ``dx_labels`` are the ICD-10-CM codes in output order (displays and parents from the
+    ICD-10-CM table); ``lab_targets`` the lab targets in output order (LOINC from the catalogue);
+    ``thresholds`` the validation operating points of this model; ``release`` its release
+    table (every label needs an entry);
     ``metrics`` the dict :func:`model_training.evaluate.evaluate_run` returned (a
     summary goes in the manifest); ``explanations`` the association table from
     :func:`model_training.report.lab_associations`; ``example_input`` a
     ``[B, 12, T]`` batch used for the eager-versus-exported parity check.
     """
-    scoring_module = scoring_module.eval()
+    scoring_module = _calibrated(scoring_module, calibration, dx_labels, lab_targets).eval()
     _check_module_matches(scoring_module, preprocess)
     with torch.inference_mode():
         eager_outputs = scoring_module(example_input)
@@ -105,8 +115,8 @@ def export_artifact(
         model_name=model_name,
         model_version=model_version,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        diagnoses=_diagnosis_labels(dx_labels, thresholds),
-        lab_targets=_lab_target_labels(lab_targets, thresholds),
+        diagnoses=_diagnosis_labels(dx_labels, thresholds, release),
+        lab_targets=_lab_target_labels(lab_targets, thresholds, release),
         threshold_rule=thresholds.rule,
         explanations=_explanations(explanations or {}, dx_labels, lab_targets),
         input=_input_contract(preprocess),
@@ -114,6 +124,8 @@ def export_artifact(
         metrics=metrics_summary(metrics),
         data_fingerprint=data_fingerprint,
         torch_version=torch.__version__,
+        calibration=calibration.method if calibration is not None else UNCALIBRATED,
+        release_rule=release.rule,
     )
     _check_output_sizes(manifest, eager_outputs)
     scripted = script(scoring_module)
@@ -169,14 +181,45 @@ def metrics_summary(metrics: dict) -> dict[str, float]:
 # ---------------------------------------------------------------- manifest parts
 
 
-def _diagnosis_labels(codes: Sequence[str], thresholds: OperatingThresholds) -> tuple[DiagnosisLabel, ...]:
+def _calibrated(
+    module: EcgScoringModule,
+    calibration: LabelCalibration | None,
+    dx_labels: Sequence[str],
+    lab_targets: Sequence[LabTarget],
+) -> EcgScoringModule:
+    if calibration is None:
+        return module
+    try:
+        ordered = calibration.in_order(tuple(dx_labels), tuple(t.name for t in lab_targets))
+    except KeyError as exc:
+        raise ExportError(str(exc)) from exc
+    return module.with_calibration(*ordered.modules())
+
+
+def _release_entry(entries: Mapping[str, ReleaseEntry], name: str) -> ReleaseEntry:
+    if name not in entries:
+        raise ExportError(f"the release table has no entry for {name!r}")
+    return entries[name]
+
+
+def _diagnosis_labels(
+    codes: Sequence[str], thresholds: OperatingThresholds, release: ReleaseTable
+) -> tuple[DiagnosisLabel, ...]:
     missing = [code for code in codes if code not in thresholds.diagnosis]
     if missing:
         raise ExportError(f"no operating threshold for diagnoses {missing}")
-    return tuple(DiagnosisLabel(code, icd_display(code) or code, float(thresholds.diagnosis[code])) for code in codes)
+    labels = []
+    for code in codes:
+        name = diagnosis_name(code)
+        threshold = float(thresholds.diagnosis[code])
+        entry = _release_entry(release.diagnosis, code)
+        labels.append(DiagnosisLabel(code, name.display, threshold, parents=name.parents, release=entry))
+    return tuple(labels)
 
 
-def _lab_target_labels(targets: Sequence[LabTarget], thresholds: OperatingThresholds) -> tuple[LabTargetLabel, ...]:
+def _lab_target_labels(
+    targets: Sequence[LabTarget], thresholds: OperatingThresholds, release: ReleaseTable
+) -> tuple[LabTargetLabel, ...]:
     labels = []
     for target in targets:
         lab = LABS_BY_KEY.get(target.lab)
@@ -189,11 +232,12 @@ def _lab_target_labels(targets: Sequence[LabTarget], thresholds: OperatingThresh
                 name=target.name,
                 lab=target.lab,
                 loinc=lab.loinc,
-                display=f"{lab.label} {target.direction}",
+                display=lab_display(target.lab, target.direction),
                 direction=target.direction,
                 reference_bound=float(target.threshold),
                 unit=lab.unit,
                 threshold=float(thresholds.labs[target.name]),
+                release=_release_entry(release.labs, target.name),
             )
         )
     return tuple(labels)

@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from model_training.artifact import LabAssociation
-from model_training.data.cohort_report import icd_display
 from model_training.evaluate import MODEL_NAMES, OperatingThresholds, RunPredictions
+from model_training.names import diagnosis_display
+from model_training.report_release import RELIABILITY_FIGURE, calibration_section, plot_reliability, release_section
 
 REPORT_FILE = "report.md"
 EXPLANATIONS_FILE = "explanations.json"
@@ -99,9 +100,12 @@ def write_report(metrics: dict, predictions: RunPredictions, out_dir: Path) -> P
     write_explanations(associations, rule, out_dir / EXPLANATIONS_FILE)
     plot_macro_auroc(metrics, out_dir / MACRO_FIGURE)
     plot_top_roc_curves(metrics, predictions, out_dir / ROC_FIGURE)
+    plot_reliability(metrics["calibration"], out_dir / RELIABILITY_FIGURE)
     sections = [
         _headline_section(metrics),
         f"![Macro AUROC]({MACRO_FIGURE})\n\n![ROC curves of the best-predicted diagnoses]({ROC_FIGURE})",
+        calibration_section(metrics["calibration"]),
+        release_section(metrics["release"], metrics["thresholds"]["ours"], predictions),
         _label_section("Diagnoses", metrics["per_label"]["diagnosis"], metrics["thresholds"], "diagnosis"),
         _label_section("Lab abnormalities", metrics["per_label"]["labs"], metrics["thresholds"], "labs"),
         _association_section(associations, rule),
@@ -156,7 +160,7 @@ def _label_section(title: str, table: dict, thresholds: dict, kind: str) -> str:
     header += " | AUPRC ours | Threshold ours |"
     lines = [f"## {title} (test fold)", "", header, "|---" * (len(models) + 4) + "|"]
     for name, entry in table.items():
-        label = f"{name} {icd_display(name)}".strip() if kind == "diagnosis" else name
+        label = f"{name} {diagnosis_display(name)}".strip() if kind == "diagnosis" else name
         aurocs = " | ".join(_fmt(entry[m]["auroc"]) for m in models)
         auprc = _fmt(entry["ours"]["auprc"]) if "ours" in entry else "–"
         threshold = _fmt(thresholds["ours"][kind].get(name))
@@ -179,7 +183,7 @@ def _association_section(associations: dict[str, tuple[LabAssociation, ...]], ru
     ]
     for code, items in associations.items():
         labs = ", ".join(f"{a.lab_target} ({a.lift:.2f}, {a.support})" for a in items) or "–"
-        lines.append(f"| {f'{code} {icd_display(code)}'.strip()} | {labs} |")
+        lines.append(f"| {f'{code} {diagnosis_display(code)}'.strip()} | {labs} |")
     return "\n".join(lines)
 
 
@@ -239,7 +243,7 @@ def plot_top_roc_curves(metrics: dict, predictions: RunPredictions, path: Path) 
             fpr, tpr, _ = roc_curve(predictions.y_dx_test[:, j], predictions.models[name].dx_prob_test[:, j])
             axis.plot(fpr, tpr, label=f"{MODEL_TITLES[name]} {table[code][name]['auroc']:.3f}")
         axis.plot([0, 1], [0, 1], color="grey", linewidth=0.5, linestyle=":")
-        axis.set_title(f"{code} {icd_display(code)}"[:48], fontsize=9)
+        axis.set_title(f"{code} {diagnosis_display(code)}"[:48], fontsize=9)
         axis.set_xlabel("1 − specificity", fontsize=8)
         axis.set_ylabel("Sensitivity", fontsize=8)
         axis.legend(fontsize=6, loc="lower right")

@@ -6,6 +6,10 @@ and the evaluation recipe (non-overlapping windows, averaged probabilities). Lea
 selection and resampling from the source rate stay in the shared
 :func:`integrations.ecg.preprocess`, which runs before it, on the agent side too.
 
+The probabilities leave it calibrated: a per-label Platt map (:class:`PlattCalibration`,
+fit on the validation fold by :mod:`model_training.calibration`) runs after the window
+average, so the artifact's outputs are calibrated and the agent applies no map of its own.
+
 It is written for ``torch.jit.script`` (the shipped format) and for ``torch.export``
 and ONNX (for sites moving off TorchScript): no data-dependent Python branches in
 the hot path, only tensor ops.
@@ -15,13 +19,40 @@ import torch
 from torch import Tensor, nn
 
 N_LEADS = 12
+#: Probabilities are clamped to [LOGIT_EPS, 1 - LOGIT_EPS] before the logit, here and in the numpy twin.
+LOGIT_EPS = 1e-6
+
+
+class PlattCalibration(nn.Module):
+    """Per-label Platt scaling of probabilities: ``sigmoid(slope * logit(p) + intercept)``, slope > 0.
+
+    A positive slope keeps every label's ranking (its AUROC) and maps thresholds one to one.
+    The logit is written with ``log`` and ``log1p`` rather than ``torch.logit`` so that
+    ``torch.export`` and ONNX express it too.
+    """
+
+    eps: float
+
+    def __init__(self, slope: Tensor, intercept: Tensor) -> None:
+        super().__init__()
+        self.eps = LOGIT_EPS  # an attribute, because TorchScript cannot read module globals
+        if slope.shape != intercept.shape or slope.dim() != 1:
+            raise ValueError(f"slope {tuple(slope.shape)} and intercept {tuple(intercept.shape)} must be [labels]")
+        self.register_buffer("slope", slope.to(torch.float32))
+        self.register_buffer("intercept", intercept.to(torch.float32))
+
+    def forward(self, prob: Tensor) -> Tensor:
+        clamped = prob.clamp(self.eps, 1.0 - self.eps)
+        return torch.sigmoid(self.slope * (torch.log(clamped) - torch.log1p(-clamped)) + self.intercept)
 
 
 class EcgScoringModule(nn.Module):
     """ECG-only inference: ``[B, 12, T]`` float32 mV at the model rate → (dx_prob, lab_prob, embedding).
 
     ``encoder`` maps ``[N, 12, window_samples]`` to an embedding ``[N, E]``; the heads map
-    ``[N, E]`` to logits ``[N, D]`` and ``[N, L]``.
+    ``[N, E]`` to logits ``[N, D]`` and ``[N, L]``. ``dx_calibration`` and ``lab_calibration``
+    map the window-averaged probabilities (:class:`PlattCalibration`); without them the
+    probabilities leave uncalibrated (what training's own evaluation scores).
     """
 
     n_leads: int
@@ -35,6 +66,8 @@ class EcgScoringModule(nn.Module):
         lab_head: nn.Module,
         window_samples: int,
         clip_mv: float = 3.0,
+        dx_calibration: nn.Module | None = None,
+        lab_calibration: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if window_samples <= 0:
@@ -42,6 +75,8 @@ class EcgScoringModule(nn.Module):
         self.encoder = encoder
         self.diagnosis_head = diagnosis_head
         self.lab_head = lab_head
+        self.dx_calibration = dx_calibration if dx_calibration is not None else nn.Identity()
+        self.lab_calibration = lab_calibration if lab_calibration is not None else nn.Identity()
         self.n_leads = N_LEADS  # an attribute, because TorchScript cannot read module globals
         self.window_samples = int(window_samples)
         self.clip_mv = float(clip_mv)
@@ -52,7 +87,8 @@ class EcgScoringModule(nn.Module):
         NaNs are linearly interpolated per lead (an all-NaN lead becomes 0 mV), the
         signal is clipped to ±``clip_mv``, cut into non-overlapping windows of
         ``window_samples`` (the remainder is dropped; ``T`` must hold one window), and
-        the per-window probabilities and embeddings are averaged.
+        the per-window probabilities and embeddings are averaged; the averaged
+        probabilities then go through the calibration maps.
         """
         if ecg_mv.dim() != 3 or ecg_mv.size(1) != self.n_leads:
             raise ValueError("expected float32 [batch, 12, samples] in mV")
@@ -65,10 +101,15 @@ class EcgScoringModule(nn.Module):
         lab_prob = torch.sigmoid(self.lab_head(embedding))
         batch = ecg_mv.size(0)
         return (
-            _mean_over_windows(dx_prob, batch, n_windows),
-            _mean_over_windows(lab_prob, batch, n_windows),
+            self.dx_calibration(_mean_over_windows(dx_prob, batch, n_windows)),
+            self.lab_calibration(_mean_over_windows(lab_prob, batch, n_windows)),
             _mean_over_windows(embedding, batch, n_windows),
         )
+
+    def with_calibration(self, dx_calibration: nn.Module, lab_calibration: nn.Module) -> "EcgScoringModule":
+        """The same encoder and heads (shared, not copied) with these calibration maps."""
+        return EcgScoringModule(self.encoder, self.diagnosis_head, self.lab_head, self.window_samples, self.clip_mv,
+                                dx_calibration, lab_calibration)  # fmt: skip
 
     def _windows(self, signal: Tensor) -> tuple[Tensor, int]:
         """``[B, 12, T]`` → ``[B * n, 12, window_samples]``, windows of one study adjacent."""

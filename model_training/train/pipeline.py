@@ -5,7 +5,8 @@ The run folder OUT holds everything needed to redo the last two steps on their o
     OUT/config.yaml          the resolved training configuration
     OUT/run.json             dataset and cohort folders, cohort fingerprint
     OUT/checkpoints/*.pt     pretrain, labs, diagnosis, ecg_only, multimodal
-    OUT/metrics.json         (model_training.evaluate)
+    OUT/calibration.json     per-label Platt maps of the shipped model, fit on validation (model_training.calibration)
+    OUT/metrics.json         (model_training.evaluate), with the calibration's ECE and the release table
     OUT/report.md, *.png     (model_training.report)
     OUT/model/               model.ts + manifest.json (model_training.export)
 """
@@ -24,13 +25,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_training.calibration import (
+    CALIBRATION_FILE,
+    LabelCalibration,
+    calibrated_predictions,
+    calibration_report,
+    fit_calibration,
+)
 from model_training.config import TrainConfig, load_config, save_config
 from model_training.data.cohort import Cohort, build_cohort, load_cohort
 from model_training.data.layout import DataLayout
 from model_training.errors import ModelTrainingError
-from model_training.evaluate import METRICS_FILE, ModelScores, OperatingThresholds, RunPredictions, evaluate_run
+from model_training.evaluate import (
+    METRICS_FILE,
+    ModelScores,
+    OperatingThresholds,
+    RunPredictions,
+    evaluate_run,
+    operating_thresholds,
+)
 from model_training.export import export_artifact
 from model_training.models import ClinicalEncoder, EcgEncoder, Head, LateFusionModel
+from model_training.release import MODEL as SHIPPED_MODEL
+from model_training.release import ReleaseTable, release_rule, release_table
 from model_training.report import EXPLANATIONS_FILE, read_explanations, write_report
 from model_training.scoring import EcgScoringModule
 from model_training.train import stages
@@ -182,18 +199,46 @@ def run_predictions(cohort: Cohort, data: CohortTensors, scores: dict[str, Model
 def evaluate_models(
     config: TrainConfig, cohort: Cohort, data: CohortTensors, models: TrainedModels, out_dir: Path, device: torch.device
 ) -> dict:
-    scores = predict_all(models, data, cohort.config.preprocess.clip_mv, device)
-    predictions = run_predictions(cohort, data, scores)
-    metrics = evaluate_run(predictions, out_dir, n_bootstrap=config.evaluation.n_bootstrap, seed=config.evaluation.seed)
-    write_report(metrics, predictions, out_dir)
+    raw = run_predictions(cohort, data, predict_all(models, data, cohort.config.preprocess.clip_mv, device))
+    metrics, _ = evaluate_predictions(config, raw, out_dir)
     _log_headline(metrics)
     return metrics
 
 
+def evaluate_predictions(config: TrainConfig, raw: RunPredictions, out_dir: Path) -> tuple[dict, RunPredictions]:
+    """Calibrate the shipped model on validation, then metrics, release table and report; return the metrics and
+    the calibrated predictions.
+
+    Everything downstream of the calibration (thresholds, release table, metrics, report) sees the shipped
+    model's calibrated probabilities, which are what its artifact outputs.
+    """
+    calibration = fit_calibration(raw, SHIPPED_MODEL)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calibration.save(out_dir / CALIBRATION_FILE)
+    predictions = calibrated_predictions(raw, calibration, SHIPPED_MODEL)
+    evaluation = config.evaluation
+    rule = release_rule(min_auroc_ci_low=config.release.min_auroc_ci_low, min_ppv=config.release.min_ppv,
+                        min_positives=config.release.min_positives, n_bootstrap=evaluation.n_bootstrap,
+                        seed=evaluation.seed)  # fmt: skip
+    release = release_table(predictions, operating_thresholds(predictions, SHIPPED_MODEL), rule)
+    extra = {"calibration": calibration_report(raw, predictions, calibration, SHIPPED_MODEL),
+             "release": release.to_dict()}  # fmt: skip
+    metrics = evaluate_run(predictions, out_dir, n_bootstrap=evaluation.n_bootstrap, seed=evaluation.seed,
+                           extra_sections=extra)  # fmt: skip
+    write_report(metrics, predictions, out_dir)
+    return metrics, predictions
+
+
 def export_models(cohort: Cohort, data: CohortTensors, models: TrainedModels, metrics: dict, out_dir: Path) -> Path:
-    """Write OUT/model/ for the method's ECG-only model ("ours"), with its validation thresholds and explanations."""
+    """Write OUT/model/ for the method's ECG-only model ("ours"): calibrated, with its validation thresholds,
+    release table and explanations."""
     preprocess = cohort.config.preprocess
     explanations_path = out_dir / EXPLANATIONS_FILE
+    calibration_path = out_dir / CALIBRATION_FILE
+    if not calibration_path.exists() or "release" not in metrics:
+        raise ModelTrainingError(
+            f"{out_dir}: no {CALIBRATION_FILE} or release table; run `ecg-train evaluate --run {out_dir}` again"
+        )
     return export_artifact(
         models.ours_scoring(preprocess.window_samples, preprocess.clip_mv).cpu(),
         out_dir=out_dir,
@@ -201,7 +246,9 @@ def export_models(cohort: Cohort, data: CohortTensors, models: TrainedModels, me
         model_version=model_version(out_dir / CHECKPOINT_DIR),
         dx_labels=cohort.dx_codes,
         lab_targets=cohort.lab_targets,
-        thresholds=OperatingThresholds.from_metrics(metrics, "ours"),
+        thresholds=OperatingThresholds.from_metrics(metrics, SHIPPED_MODEL),
+        release=ReleaseTable.from_metrics(metrics),
+        calibration=LabelCalibration.load(calibration_path),
         preprocess=preprocess,
         metrics=metrics,
         data_fingerprint=cohort.fingerprint,

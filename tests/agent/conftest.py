@@ -12,8 +12,9 @@ from torch import nn
 from integrations.ecg import PreprocessConfig
 from integrations.store import Store
 from model_training.data.labels import LabTarget
-from model_training.evaluate import OperatingThresholds
+from model_training.evaluate import Estimate, OperatingThresholds
 from model_training.export import export_artifact
+from model_training.release import OperatingPoint, ReleaseTable, release_entry, release_rule
 from model_training.scoring import EcgScoringModule
 
 DX_CODES = ("I48", "E875")
@@ -39,8 +40,30 @@ class _TinyEncoder(nn.Module):
         return self.conv(x).mean(dim=-1)
 
 
-def build_artifact(out_dir: Path, version: str, seed: int = 0) -> Path:
-    """Export a tiny but real model under ``out_dir`` as ``version``; return the artifact folder."""
+RELEASE_RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
+#: What the release rule makes of a label that separates well (charted) and of one that does not (stored only).
+CHARTED = release_entry(Estimate(0.92, 0.86, 0.97), OperatingPoint(0.7, 0.9, 0.42, 0.1, 20, 200), RELEASE_RULE)
+STORED = release_entry(Estimate(0.71, 0.62, 0.79), OperatingPoint(0.5, 0.7, 0.15, 0.1, 20, 200), RELEASE_RULE)
+
+
+def release_table(charted: frozenset[str]) -> ReleaseTable:
+    """Every test label, charted when its code or lab target name is in ``charted``."""
+    return ReleaseTable(
+        RELEASE_RULE,
+        {code: CHARTED if code in charted else STORED for code in DX_CODES},
+        {t.name: CHARTED if t.name in charted else STORED for t in LAB_TARGETS},
+    )
+
+
+#: By default every test label is charted, so write-back tests see every positive finding.
+ALL_CHARTED = frozenset((*DX_CODES, *(t.name for t in LAB_TARGETS)))
+
+
+def build_artifact(out_dir: Path, version: str, seed: int = 0, charted: frozenset[str] = ALL_CHARTED) -> Path:
+    """Export a tiny but real model under ``out_dir`` as ``version``; return the artifact folder.
+
+    ``charted``: the labels its release table charts (the others are stored only).
+    """
     torch.manual_seed(seed)
     module = EcgScoringModule(
         _TinyEncoder(), nn.Linear(4, len(DX_CODES)), nn.Linear(4, len(LAB_TARGETS)), PREPROCESS.window_samples
@@ -56,6 +79,7 @@ def build_artifact(out_dir: Path, version: str, seed: int = 0) -> Path:
         dx_labels=DX_CODES,
         lab_targets=LAB_TARGETS,
         thresholds=thresholds,
+        release=release_table(charted),
         preprocess=PREPROCESS,
         metrics=METRICS,
         data_fingerprint="test",
@@ -64,14 +88,16 @@ def build_artifact(out_dir: Path, version: str, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
-def artifact_factory(tmp_path_factory) -> Callable[[str], Path]:
-    """Artifacts by version, built once per session (exporting scripts and checks parity: about a second)."""
-    built: dict[str, Path] = {}
+def artifact_factory(tmp_path_factory) -> Callable[..., Path]:
+    """Artifacts by version (and the labels they chart), built once per session (about a second each)."""
+    built: dict[tuple[str, frozenset[str]], Path] = {}
 
-    def make(version: str) -> Path:
-        if version not in built:
-            built[version] = build_artifact(tmp_path_factory.mktemp(f"artifact-{version}"), version, seed=len(built))
-        return built[version]
+    def make(version: str, charted: frozenset[str] = ALL_CHARTED) -> Path:
+        key = (version, frozenset(charted))
+        if key not in built:
+            out_dir = tmp_path_factory.mktemp(f"artifact-{version}")
+            built[key] = build_artifact(out_dir, version, seed=len(built), charted=key[1])
+        return built[key]
 
     return make
 

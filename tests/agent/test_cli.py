@@ -93,3 +93,47 @@ def test_report_writes_exactly_one_png_or_pdf_named_as_such(config, output):
     with pytest.raises(SystemExit) as usage:
         _agent(config, "report", "1", *output)
     assert usage.value.code == 2
+
+
+def test_model_show_prints_the_release_table(config, artifact_factory, capsys):
+    assert _agent(config, "model", "register", str(artifact_factory("2.0.0", charted=frozenset({"I48"})))) == 0
+    capsys.readouterr()
+    assert _agent(config, "model", "show", "2.0.0") == 0
+    out = capsys.readouterr().out
+    assert "release rule: chart when the validation AUROC's 95% CI low >= 0.80 and PPV >= 0.30" in out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith(("dia ", "lab "))}
+    assert lines["I48"].split()[-1] == "charted" and "Atrial fibrillation and flutter" in lines["I48"]
+    assert "0.920 [0.860, 0.970]" in lines["I48"] and " 0.420 " in lines["I48"]
+    assert lines["E875"].split()[-1] == "stored" and "Hyperkalemia" in lines["E875"]
+    assert "Hemoglobin low" in lines["hemoglobin_low"]
+    assert "1 of 4 labels charted" in out
+    assert _agent(config, "model", "show", "2.0.0", "--json") == 0
+    assert '"diagnoses": 2' in capsys.readouterr().out
+
+
+def test_promote_says_which_labels_it_would_newly_chart(config, artifact_factory, capsys):
+    for version, charted in (("1.0.0", {"I48"}), ("1.1.0", {"I48", "hemoglobin_low"})):
+        assert _agent(config, "model", "register", str(artifact_factory(version, charted=frozenset(charted)))) == 0
+    assert _agent(config, "model", "promote", "1.0.0", "--reason", "go live") == 0
+    assert _agent(config, "model", "promote", "1.1.0", "--reason", "upgrade") == 0
+    out = capsys.readouterr().out
+    assert "note: 1.1.0 charts 1 label(s) more than active 1.0.0: hemoglobin_low" in out
+    assert _agent(config, "model", "history", "1.1.0") == 0
+    assert "upgrade [charts 1 label(s) more than active 1.0.0: hemoglobin_low]" in capsys.readouterr().out
+
+
+def test_shadow_report_compares_the_release_tables_and_asks_for_review_of_a_newly_charted_label(
+    config, artifact_factory, capsys
+):
+    for version, charted in (("1.0.0", {"I48", "E875"}), ("1.1.0", {"I48", "potassium_high"})):
+        assert _agent(config, "model", "register", str(artifact_factory(version, charted=frozenset(charted)))) == 0
+    assert _agent(config, "model", "promote", "1.0.0", "--reason", "go live") == 0
+    assert _agent(config, "model", "shadow", "1.1.0", "--reason", "compare") == 0
+    capsys.readouterr()
+    assert _agent(config, "model", "shadow-report") == 1
+    out = capsys.readouterr().out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith(("dia ", "lab "))}
+    assert lines["I48"].endswith("charted -> charted")
+    assert lines["E875"].endswith("charted -> stored  <- no longer charted")
+    assert lines["potassium_high"].endswith("stored -> charted  <- newly charted")
+    assert "review: the shadow would chart 1 label(s) the active version does not: potassium_high" in out

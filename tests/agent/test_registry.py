@@ -109,3 +109,55 @@ def test_the_active_version_cannot_be_retired_or_shadowed(registry, artifact_fac
 def test_an_unknown_version_is_named(registry):
     with pytest.raises(RegistryError, match=r"'9\.9\.9'"):
         registry.promote("9.9.9", reason="x")
+
+
+def test_the_release_table_of_a_version_reads_from_its_manifest(registry, artifact_factory):
+    registry.register(artifact_factory("2.0.0", charted=frozenset({"I48", "potassium_high"})))
+    view = registry.release_table("2.0.0")
+    rows = {row.label: row for row in view.rows}
+    assert list(rows) == ["I48", "E875", "potassium_high", "hemoglobin_low"]
+    assert (rows["E875"].kind, rows["E875"].display) == ("diagnosis", "Hyperkalemia")
+    assert (rows["potassium_high"].kind, rows["potassium_high"].display) == ("lab", "Potassium high")
+    assert view.charted == {("diagnosis", "I48"), ("lab", "potassium_high")}
+    assert rows["I48"].release.auroc_ci_low == 0.86 and rows["E875"].release.ppv == 0.15
+    assert (view.rule.min_auroc_ci_low, view.rule.min_ppv) == (0.8, 0.3)
+
+
+def test_a_version_exported_before_release_tables_charts_nothing(registry, artifact_factory):
+    import dataclasses
+
+    from agent.registry import release_view
+
+    model = registry.register(artifact_factory("1.0.0"))
+    old = {k: v for k, v in model.manifest.items() if k not in {"calibration", "release_rule"}} | {"schema_version": 1}
+    old["diagnoses"] = [{k: v for k, v in d.items() if k not in {"parents", "release"}} for d in old["diagnoses"]]
+    old["lab_targets"] = [{k: v for k, v in t.items() if k != "release"} for t in old["lab_targets"]]
+    view = release_view(dataclasses.replace(model, manifest=old))
+    assert view.rule is None and view.charted == frozenset() and all(row.release is None for row in view.rows)
+
+
+def test_promoting_a_version_that_charts_more_labels_says_so_in_the_audit_reason(registry, artifact_factory):
+    registry.register(artifact_factory("1.0.0", charted=frozenset({"I48"})))
+    registry.register(artifact_factory("1.1.0", charted=frozenset({"I48", "E875", "potassium_high"})))
+    registry.promote("1.0.0", reason="first deployment")
+    assert registry.promotion_note("1.1.0") == "charts 2 label(s) more than active 1.0.0: E875, potassium_high"
+    registry.promote("1.1.0", reason="better AF sensitivity")
+    assert registry.history("1.1.0")[-1].reason == (
+        "better AF sensitivity [charts 2 label(s) more than active 1.0.0: E875, potassium_high]"
+    )
+
+
+def test_promoting_a_version_that_charts_nothing_new_keeps_the_reason_as_given(registry, artifact_factory):
+    registry.register(artifact_factory("1.0.0", charted=frozenset({"I48", "E875"})))
+    registry.register(artifact_factory("1.1.0", charted=frozenset({"I48"})))
+    registry.promote("1.0.0", reason="first deployment")
+    assert registry.promotion_note("1.1.0") is None
+    registry.promote("1.1.0", reason="fewer hyperkalemia findings")
+    assert registry.history("1.1.0")[-1].reason == "fewer hyperkalemia findings"
+    changes = {c.label: c for c in registry.release_changes_on_promote("1.0.0")}  # back again: E875 returns
+    assert changes["E875"].newly_charted and not changes["I48"].newly_charted
+
+
+def test_the_first_promote_names_every_label_it_charts(registry, artifact_factory):
+    registry.register(artifact_factory("1.0.0", charted=frozenset({"I48"})))
+    assert registry.promotion_note("1.0.0") == "charts 1 label(s) more (no version was active): I48"

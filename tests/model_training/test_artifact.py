@@ -25,8 +25,9 @@ from model_training.artifact import (
     sha256_hex,
 )
 from model_training.data.labels import LabTarget
-from model_training.evaluate import OperatingThresholds
+from model_training.evaluate import Estimate, OperatingThresholds
 from model_training.export import export_artifact
+from model_training.release import OperatingPoint, ReleaseTable, release_entry, release_rule
 from model_training.scoring import EcgScoringModule
 
 METRICS = {
@@ -43,13 +44,19 @@ def tiny_scoring() -> EcgScoringModule:
     return EcgScoringModule(encoder, nn.Linear(8, 2), nn.Linear(8, 1), window_samples=250).eval()
 
 
+RULE = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
+STRONG = release_entry(Estimate(0.93, 0.88, 0.97), OperatingPoint(0.7, 0.9, 0.45, 0.1, 12, 120), RULE)
+WEAK = release_entry(Estimate(0.7, 0.6, 0.8), OperatingPoint(0.5, 0.7, 0.12, 0.1, 12, 120), RULE)
+RELEASE = ReleaseTable(RULE, {"I50": STRONG, "I48": WEAK}, {"potassium_high": STRONG})
+
+
 @pytest.fixture
 def artifact_dir(tmp_path):
     return export_artifact(
         tiny_scoring(), out_dir=tmp_path, model_name="ecg-clinical", model_version="1.0.0", dx_labels=("I50", "I48"),
         lab_targets=(LabTarget("potassium", "high", 5.1),),
         thresholds=OperatingThresholds("max_f1_on_validation", {"I50": 0.3, "I48": 0.4}, {"potassium_high": 0.2}),
-        preprocess=PreprocessConfig(), metrics=METRICS, data_fingerprint="ab" * 32,
+        release=RELEASE, preprocess=PreprocessConfig(), metrics=METRICS, data_fingerprint="ab" * 32,
         example_input=torch.randn(2, 12, 1000),
     )  # fmt: skip
 
@@ -118,7 +125,7 @@ def test_a_missing_file_is_named(artifact_dir, name):
 
 @pytest.mark.parametrize("key", ["schema_version", "contract_version"])
 def test_an_unknown_schema_or_contract_version_is_refused(artifact_dir, key):
-    rewrite_manifest(artifact_dir, **{key: 2})
+    rewrite_manifest(artifact_dir, **{key: 99})
     with pytest.raises(UnsupportedVersionError, match=key):
         load_artifact(artifact_dir)
 
@@ -127,7 +134,7 @@ def test_a_malformed_manifest_is_refused(artifact_dir):
     (artifact_dir / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not JSON"):
         load_artifact(artifact_dir)
-    rewrite_manifest_text = json.dumps({"schema_version": 1, "contract_version": 1, "model_name": "x"})
+    rewrite_manifest_text = json.dumps({"schema_version": 2, "contract_version": 1, "model_name": "x"})
     (artifact_dir / "manifest.json").write_text(rewrite_manifest_text)
     with pytest.raises(ManifestError, match="malformed"):
         load_artifact(artifact_dir)
@@ -167,3 +174,56 @@ def test_every_error_is_an_artifact_error():
     for error in (ArtifactNotFoundError, ManifestError, UnsupportedVersionError, IntegrityError,
                   ManifestMismatchError, InputContractError):  # fmt: skip
         assert issubclass(error, ArtifactError)
+
+
+def test_the_manifest_carries_each_labels_release_entry_and_the_rule(artifact_dir):
+    manifest = load_artifact(artifact_dir).manifest
+    heart_failure, atrial_fibrillation = manifest.diagnoses
+    assert heart_failure.release == STRONG and heart_failure.charted
+    assert atrial_fibrillation.release == WEAK and not atrial_fibrillation.charted
+    assert manifest.lab_targets[0].charted and manifest.release_rule == RULE
+    assert (heart_failure.display, heart_failure.parents) == ("Heart failure", ())
+
+
+def test_the_manifest_round_trips_through_json(artifact_dir):
+    manifest = load_artifact(artifact_dir).manifest
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def schema_1(manifest: dict) -> dict:
+    """The manifest as exported before the release table: no calibration, rule, parents or release entries."""
+    old = {k: v for k, v in manifest.items() if k not in {"calibration", "release_rule"}} | {"schema_version": 1}
+    old["diagnoses"] = [{k: v for k, v in d.items() if k not in {"parents", "release"}} for d in old["diagnoses"]]
+    old["lab_targets"] = [{k: v for k, v in t.items() if k != "release"} for t in old["lab_targets"]]
+    return old
+
+
+def test_a_schema_1_manifest_loads_with_no_release_decision_so_nothing_is_charted(artifact_dir):
+    manifest = Manifest.from_json(json.dumps(schema_1(json.loads((artifact_dir / "manifest.json").read_text()))))
+    assert manifest.schema_version == 1 and manifest.release_rule is None and manifest.calibration is None
+    assert all(label.release is None and not label.charted for label in (*manifest.diagnoses, *manifest.lab_targets))
+
+
+def test_a_schema_1_manifest_with_release_fields_is_refused(artifact_dir):
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    with pytest.raises(ManifestError, match="unknown DiagnosisLabel fields"):
+        Manifest.from_json(json.dumps(schema_1(manifest) | {"diagnoses": manifest["diagnoses"]}))
+
+
+@pytest.mark.parametrize("drop", ["release_rule", "diagnoses.release", "diagnoses.parents", "lab_targets.release"])
+def test_a_schema_2_manifest_without_its_release_fields_is_refused(artifact_dir, drop):
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    section, _, key = drop.partition(".")
+    if key:
+        del manifest[section][0][key]
+    else:
+        del manifest[section]
+    with pytest.raises(ManifestError, match=f"lacks.*{key or section}"):
+        Manifest.from_json(json.dumps(manifest))
+
+
+def test_a_release_entry_whose_charted_is_not_a_boolean_is_refused(artifact_dir):
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    manifest["diagnoses"][0]["release"]["charted"] = "yes"
+    with pytest.raises(ManifestError, match="charted"):
+        Manifest.from_json(json.dumps(manifest))

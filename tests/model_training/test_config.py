@@ -32,6 +32,12 @@ def test_demo_is_the_default_and_spells_out_every_key():
             assert written[section].keys() == values.keys(), section
 
 
+def test_the_release_rule_defaults_to_auroc_ci_low_080_and_ppv_030():
+    release = load_config(DEFAULT_CONFIG).release
+    assert (release.min_auroc_ci_low, release.min_ppv, release.min_positives) == (0.80, 0.30, 10)
+    assert config_from_dict({"release": {"min_ppv": 0.5}}).release.min_ppv == 0.5
+
+
 def test_values_are_typed():
     config = config_from_dict({"model": {"widths": [8, 16]}, "pretrain": {"lr": 1, "loss": "vicreg"}})
     assert config.model.widths == (8, 16) and config.pretrain.lr == 1.0 and config.pretrain.loss == "vicreg"
@@ -48,6 +54,9 @@ def test_values_are_typed():
         ({"batch_size": "big"}, "batch_size: expected int"),
         ({"label_fraction": 0.0}, r"label_fraction: must be in \(0, 1\]"),
         ({"diagnosis": {"finetune_encoder": True, "lab_aux_weight": 0}}, "lab heads no longer match"),
+        ({"release": {"min_ppv": 30}}, r"release.min_ppv: must be in \[0, 1\]"),
+        ({"release": {"min_auroc": 0.8}}, r"unknown key\(s\) \['release.min_auroc'\]"),
+        ({"release": {"min_positives": 0}}, "release.min_positives: must be at least 1"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_key(raw, message):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from model_training.artifact import LabAssociation
-from model_training.evaluate import ModelScores, OperatingThresholds, RunPredictions, evaluate_run
+from model_training.config import TrainConfig, config_from_dict
+from model_training.evaluate import ModelScores, OperatingThresholds, RunPredictions
 from model_training.report import (
     EXPLANATIONS_FILE,
     MACRO_FIGURE,
@@ -15,8 +16,11 @@ from model_training.report import (
     AssociationRule,
     lab_associations,
     read_explanations,
-    write_report,
 )
+from model_training.report_release import RELIABILITY_FIGURE
+from model_training.train.pipeline import evaluate_predictions
+
+CONFIG: TrainConfig = config_from_dict({"evaluation": {"n_bootstrap": 100}})
 
 
 def predictions_with_a_coupling(n: int = 400, seed: int = 0) -> RunPredictions:
@@ -42,20 +46,36 @@ def predictions_with_a_coupling(n: int = 400, seed: int = 0) -> RunPredictions:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("report")
-    predictions = predictions_with_a_coupling()
-    metrics = evaluate_run(predictions, out_dir, n_bootstrap=100)
-    return predictions, metrics, write_report(metrics, predictions, out_dir)
+    metrics, predictions = evaluate_predictions(CONFIG, predictions_with_a_coupling(), out_dir)
+    return predictions, metrics, out_dir / REPORT_FILE
 
 
 def test_report_and_its_figures_exist(report):
     _, _, path = report
     assert path.name == REPORT_FILE and path.exists()
-    for name in (MACRO_FIGURE, ROC_FIGURE):
+    for name in (MACRO_FIGURE, ROC_FIGURE, RELIABILITY_FIGURE):
         assert (path.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = path.read_text()
-    for heading in ("## Headline", "## Diagnoses", "## Lab abnormalities", "## Which predicted lab", "## Method"):
+    for heading in ("## Headline", "## Calibration", "## What reaches the chart", "## Diagnoses",
+                    "## Lab abnormalities", "## Which predicted lab", "## Method"):  # fmt: skip
         assert heading in text
-    assert MACRO_FIGURE in text and ROC_FIGURE in text and "need clinical review" in text
+    assert MACRO_FIGURE in text and ROC_FIGURE in text and RELIABILITY_FIGURE in text
+    assert "need clinical review" in text and "10 equal-width bins" in text
+
+
+def test_the_release_table_names_every_label_with_its_decision(report):
+    _, metrics, path = report
+    text = path.read_text()
+    assert "| I50 | Heart failure |" in text and "| ntprobnp_high | NT-proBNP high |" in text
+    charted = [name for kind in ("diagnosis", "labs") for name, e in metrics["release"][kind].items() if e["charted"]]
+    assert f"{len(charted)} of 6 labels charted." in text
+
+
+def test_calibration_lowers_the_ece_of_the_shipped_model_on_held_out_data(report):
+    _, metrics, _ = report
+    for kind in ("diagnosis", "labs"):
+        ece = metrics["calibration"][kind]["ece"]
+        assert ece["test"]["after"] < ece["test"]["before"], kind
 
 
 def test_the_coupled_lab_explains_its_diagnosis(report):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from integrations.ecg import interpolate_nans
-from model_training.scoring import EcgScoringModule, fill_nans
+from model_training.scoring import EcgScoringModule, PlattCalibration, fill_nans
 
 WINDOW = 250
 
@@ -108,3 +108,17 @@ def test_a_model_without_lab_outputs_still_scores():
         module = tiny_scoring(n_lab=0)
     _, lab_prob, _ = scripted(module)(torch.randn(2, 12, 2 * WINDOW))
     assert lab_prob.shape == (2, 0)
+
+
+def test_the_calibration_maps_the_window_averaged_probabilities_and_survives_scripting():
+    raw = tiny_scoring()
+    dx_map = PlattCalibration(torch.tensor([0.5, 1.0, 2.0, 0.3, 1.5]), torch.tensor([-1.0, 0.0, 0.5, 2.0, -0.2]))
+    lab_map = PlattCalibration(torch.tensor([0.7, 1.2, 0.9]), torch.tensor([0.1, -0.4, 1.0]))
+    calibrated = raw.with_calibration(dx_map, lab_map)
+    ecg = torch.randn(3, 12, 3 * WINDOW)
+    raw_dx, raw_lab, raw_embedding = raw(ecg)
+    dx_prob, lab_prob, embedding = calibrated(ecg)
+    assert torch.allclose(dx_prob, dx_map(raw_dx)) and torch.allclose(lab_prob, lab_map(raw_lab))
+    assert torch.equal(embedding, raw_embedding)
+    for eager, script in zip(calibrated(ecg), scripted(calibrated)(ecg), strict=True):
+        assert (eager - script).abs().max().item() <= 1e-5

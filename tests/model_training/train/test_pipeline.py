@@ -6,8 +6,10 @@ import shutil
 import pytest
 
 from model_training.artifact import load_artifact
+from model_training.calibration import CALIBRATION_FILE, METHOD
 from model_training.cli import main
 from model_training.config import CONFIG_DIR, load_config, save_config
+from model_training.release import ReleaseTable
 from model_training.train import loop
 from model_training.train.pipeline import CHECKPOINT_DIR
 
@@ -43,6 +45,24 @@ def test_the_exported_model_loads_and_scores(finished_run):
     dx_prob, lab_prob, _ = artifact.module(torch.zeros(2, 12, 1000))
     assert dx_prob.shape[1] == len(artifact.manifest.diagnoses)
     assert lab_prob.shape[1] == len(artifact.manifest.lab_targets)
+
+
+@pytest.mark.slow
+def test_the_artifact_is_calibrated_on_validation_and_carries_the_release_table(finished_run):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    manifest = load_artifact(finished_run / "model").manifest
+    table = ReleaseTable.from_metrics(metrics)
+    assert (finished_run / CALIBRATION_FILE).exists() and manifest.calibration == METHOD
+    assert manifest.release_rule == table.rule and (table.rule.min_auroc_ci_low, table.rule.min_ppv) == (0.8, 0.3)
+    # a tiny validation fold has fewer than 10 positives of any label: nothing it decides reaches the chart
+    assert not any(entry.charted for entry in (*table.diagnosis.values(), *table.labs.values()))
+    assert {d.code: d.release for d in manifest.diagnoses} == table.diagnosis
+    assert {t.name: t.release for t in manifest.lab_targets} == table.labs
+    for kind in ("diagnosis", "labs"):  # fit on validation: it cannot be worse there than no map (the identity)
+        ece = metrics["calibration"][kind]["ece"]["val"]
+        assert ece["after"] <= ece["before"], kind
+    report = (finished_run / "report.md").read_text()
+    assert "## Calibration" in report and "## What reaches the chart" in report
 
 
 @pytest.mark.slow
