@@ -149,7 +149,18 @@ def _version(args: argparse.Namespace, settings: AgentSettings) -> int:
 
 def _config(args: argparse.Namespace, settings: AgentSettings) -> int:
     print(json.dumps(settings.redacted(), indent=2, default=str))
+    _print_routes(settings)
     return 0
+
+
+def _print_routes(settings: AgentSettings) -> None:
+    """Where each enabled source's results go, and plainly which reach no sink."""
+    from agent.routing import source_routes
+
+    routes = source_routes(settings)
+    print("where results go:" if routes else "where results go: no source is enabled")
+    for route in routes:
+        print(f"  {route.describe()}")
 
 
 def _db(args: argparse.Namespace, settings: AgentSettings) -> int:
@@ -208,6 +219,7 @@ def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
           f"{view.outbox_failed} write-backs failed for good")  # fmt: skip
     quarantine = ", ".join(f"{kind} {count}" for kind, count in sorted(view.quarantine_open.items())) or "none"
     print(f"quarantine (open): {quarantine}")
+    _print_routes(settings)
     print("last runs:" if view.runs else "last runs: none yet")
     for run in view.runs:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items())) or "-"

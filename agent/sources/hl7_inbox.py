@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from agent.sources import HL7_SOURCE, Pulled, PulledEcg, RejectedItem
 from integrations.errors import IntegrationError
 from integrations.hl7.ecg_oru import decode_ecg_oru
+from integrations.hl7.patient import read_patient_identifier
 from integrations.store import EcgStudy, InboxStatus, QuarantineEntry, Store, StoredInboxMessage
 
 QUARANTINE_KIND = "hl7_message"
@@ -50,7 +51,7 @@ class Hl7InboxSource:
             patient_ref=record.subject_id,
             acquired_at=record.acquired_at,
         )
-        return PulledEcg(record, study, token=stored.id)
+        return PulledEcg(record, study, token=stored.id, patient_identifier=read_patient_identifier(message.raw))
 
 
 def inbox_ref(inbox_id: int) -> str:
