@@ -39,14 +39,17 @@ class _TinyEncoder(nn.Module):
         return self.conv(x).mean(dim=-1)
 
 
-def build_artifact(out_dir: Path, version: str, seed: int = 0) -> Path:
-    """Export a tiny but real model under ``out_dir`` as ``version``; return the artifact folder."""
+def build_artifact(out_dir: Path, version: str, seed: int = 0, *, threshold: float = 0.5) -> Path:
+    """Export a tiny but real model under ``out_dir`` as ``version``; return the artifact folder.
+
+    ``threshold`` is every label's operating point: 0 makes every finding positive (a write-back for every ECG).
+    """
     torch.manual_seed(seed)
     module = EcgScoringModule(
         _TinyEncoder(), nn.Linear(4, len(DX_CODES)), nn.Linear(4, len(LAB_TARGETS)), PREPROCESS.window_samples
     ).eval()
     thresholds = OperatingThresholds(
-        rule="test", diagnosis=dict.fromkeys(DX_CODES, 0.5), labs={t.name: 0.5 for t in LAB_TARGETS}
+        rule="test", diagnosis=dict.fromkeys(DX_CODES, threshold), labs={t.name: threshold for t in LAB_TARGETS}
     )
     return export_artifact(
         module,
@@ -74,6 +77,12 @@ def artifact_factory(tmp_path_factory) -> Callable[[str], Path]:
         return built[version]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def all_positive_artifact(tmp_path_factory) -> Path:
+    """Version 1.0.0 with every operating threshold at 0: every finding positive, so every ECG has a write-back."""
+    return build_artifact(tmp_path_factory.mktemp("artifact-all-positive"), "1.0.0", threshold=0.0)
 
 
 @pytest.fixture
