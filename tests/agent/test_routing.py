@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -87,10 +88,11 @@ def _study(source: str) -> StoredStudy:
     return StoredStudy(1, EcgStudy(source, "id", "1", 500.0, ("I",)), StudyStatus.NEW, None, now, now)
 
 
-def test_config_check_names_the_source_without_a_sink(tmp_path, capsys):
+def test_config_check_names_the_source_without_a_sink_beside_the_json(tmp_path, capsys):
     assert main(["--config", str(_config(tmp_path, EVERY_SOURCE_FHIR_SINK)), "config", "check"]) == 0
-    out = capsys.readouterr().out
-    assert "where results go:\n" in out and f"  {WFDB_ALONE}\n" in out
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["sources"]["wfdb"]["enabled"] is True  # stdout stays the settings, as JSON
+    assert "where results go:\n" in printed.err and f"  {WFDB_ALONE}\n" in printed.err
 
 
 def test_status_names_the_source_without_a_sink(tmp_path, capsys):
