@@ -45,6 +45,7 @@ from agent.sources import EcgSource, Pulled, PulledEcg, RejectedItem, study_ref
 from agent.validation import SignalAssessment, validate_record
 from integrations.ecg import EcgRecord
 from integrations.errors import IntegrationError, InvalidEcgError
+from integrations.hl7.patient import PatientIdentifier
 from integrations.store import (
     EcgStudy,
     Explanation,
@@ -255,6 +256,7 @@ class _Admitted:
     study: StoredStudy
     record: EcgRecord
     assessment: SignalAssessment
+    patient_identifier: PatientIdentifier | None = None
 
 
 def _process_batch(
@@ -277,8 +279,8 @@ def _process_batch(
     scored = _score_each(store, admitted, active, scoring, report)
     records = {entry.study.id: entry.record for entry in admitted}
     shadow_scores = [_score_shadow(scored, records, model, scoring, report) for model in shadows]
-    notes = {entry.study.id: entry.assessment.notes for entry in admitted}
-    _commit_results(store, scored, shadow_scores, notes, sinks, active, report)
+    by_id = {entry.study.id: entry for entry in admitted}
+    _commit_results(store, scored, shadow_scores, by_id, sinks, active, report)
 
 
 def _store_studies(store: Store, items: list[PulledEcg], report: RunReport) -> list[tuple[PulledEcg, StoredStudy]]:
@@ -330,7 +332,7 @@ def _admissible(
         if assessment.altered:
             report.counts["signal_repaired"] += 1
             log.info("study %s: %s", study_ref(study.study), assessment.summary())
-        admitted.append(_Admitted(study, assessment.record, assessment))
+        admitted.append(_Admitted(study, assessment.record, assessment, item.patient_identifier))
     return admitted
 
 
@@ -388,7 +390,7 @@ def _commit_results(
     store: Store,
     scored: list[tuple[StoredStudy, ScoredEcg]],
     shadow_scores: list[dict[int, ScoredEcg]],
-    notes: dict[int, tuple[str, ...]],
+    admitted: dict[int, _Admitted],
     sinks: Sequence[ResultSink],
     active: LoadedModel,
     report: RunReport,
@@ -397,8 +399,8 @@ def _commit_results(
     try:
         with store.transaction() as unit:
             for study, result in scored:
-                _write_study(unit, study, result, [shadow.get(study.id) for shadow in shadow_scores],
-                             notes[study.id], sinks, active)  # fmt: skip
+                _write_study(unit, admitted[study.id], result, [shadow.get(study.id) for shadow in shadow_scores],
+                             sinks, active)  # fmt: skip
         report.counts["scored"] += len(scored)
         report.counts["shadow_scored"] += sum(len(shadow) for shadow in shadow_scores)
         return
@@ -410,7 +412,7 @@ def _commit_results(
         shadows = [shadow.get(study.id) for shadow in shadow_scores]
         try:
             with store.transaction() as unit:
-                _write_study(unit, study, result, shadows, notes[study.id], sinks, active)
+                _write_study(unit, admitted[study.id], result, shadows, sinks, active)
         except StoreUnavailableError:
             raise
         except StoreError as exc:  # the per-record boundary: a constraint on this study's result rows
@@ -422,19 +424,19 @@ def _commit_results(
 
 def _write_study(
     unit: Store,
-    study: StoredStudy,
+    entry: _Admitted,
     result: ScoredEcg,
     shadows: list[ScoredEcg | None],
-    notes: tuple[str, ...],
     sinks: Sequence[ResultSink],
     active: LoadedModel,
 ) -> None:
+    study, notes = entry.study, entry.assessment.notes
     results = [result, *(shadow for shadow in shadows if shadow is not None)]
     unit.put_predictions([p for r in results for p in _predictions(study.id, r)])
     unit.put_explanations(_explanations(study.id, result))
     if notes:
         unit.set_signal_notes(study.id, notes)
-    payload = _payload(study, result, active, notes)
+    payload = _payload(entry, result, active)
     for sink in sinks:
         if sink.accepts(study):
             unit.enqueue_outbox(_outbox_message(sink.destination, payload))
@@ -488,7 +490,8 @@ def _explanations(study_id: int, result: ScoredEcg) -> list[Explanation]:
     ]
 
 
-def _payload(study: StoredStudy, result: ScoredEcg, active: LoadedModel, notes: tuple[str, ...]) -> ResultPayload:
+def _payload(entry: _Admitted, result: ScoredEcg, active: LoadedModel) -> ResultPayload:
+    study = entry.study
     key: EcgStudy = study.study
     return ResultPayload(
         study_id=study.id,
@@ -502,7 +505,8 @@ def _payload(study: StoredStudy, result: ScoredEcg, active: LoadedModel, notes: 
         explanations=tuple(
             PayloadExplanation(e.diagnosis_code, e.lab_target, e.lab_probability) for e in result.explanations
         ),
-        signal_notes=notes,
+        signal_notes=entry.assessment.notes,
+        patient_identifier=entry.patient_identifier,
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from agent.errors import AgentError
 from agent.settings import AgentSettings, load_settings
@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="inspect the settings").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    config.add_parser("check", help="validate the settings and print them, secrets masked")
+    config.add_parser(
+        "check",
+        help="validate the settings and print them, secrets masked (JSON on stdout); where results go on stderr",
+    )
     db = commands.add_parser("db", help="database schema").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -190,7 +193,18 @@ def _version(args: argparse.Namespace, settings: AgentSettings) -> int:
 
 def _config(args: argparse.Namespace, settings: AgentSettings) -> int:
     print(json.dumps(settings.redacted(), indent=2, default=str))
+    _print_routes(settings, out=sys.stderr)  # stdout stays the settings as JSON, for tools that read it
     return 0
+
+
+def _print_routes(settings: AgentSettings, *, out: TextIO | None = None) -> None:
+    """Where each enabled source's results go, and plainly which reach no sink (to ``out``, else stdout)."""
+    from agent.routing import source_routes
+
+    routes = source_routes(settings)
+    print("where results go:" if routes else "where results go: no source is enabled", file=out)
+    for route in routes:
+        print(f"  {route.describe()}", file=out)
 
 
 def _db(args: argparse.Namespace, settings: AgentSettings) -> int:
@@ -287,6 +301,7 @@ def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
           + (" (ecg-agent outbox list; outbox requeue --all)" if view.outbox_parked else ""))  # fmt: skip
     quarantine = ", ".join(f"{kind} {count}" for kind, count in sorted(view.quarantine_open.items())) or "none"
     print(f"quarantine (open): {quarantine}")
+    _print_routes(settings)
     print("last runs:" if view.runs else "last runs: none yet")
     for run in view.runs:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items())) or "-"

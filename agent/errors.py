@@ -5,7 +5,10 @@ are the agent's own failures, each naming what it is about::
 
     AgentError
     ├── ConfigError          the settings cannot be built (file, variable or value named)
-    └── RegistryError        a model version cannot be registered, found or moved (version and reason named)
+    ├── RegistryError        a model version cannot be registered, found or moved (version and reason named)
+    ├── UnknownModelVersionError  (agent.sinks.manifests) a payload's model version or code is not registered
+    └── PatientLookupError   (agent.sinks.patients) an HL7 patient identifier has no FHIR system here, or
+                             matches no Patient, or several: that one write-back fails and is retried later
 """
 
 from __future__ import annotations

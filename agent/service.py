@@ -22,11 +22,13 @@ import httpx
 from agent.batch import RunReport, run_once
 from agent.errors import ConfigError
 from agent.loader import ModelLoader
+from agent.routing import unrouted
 from agent.settings import AgentSettings, FhirServerSettings, TlsServerSettings
 from agent.sinks import ResultSink
 from agent.sinks.fhir import FhirResultSink
 from agent.sinks.hl7 import Hl7ResultSink
 from agent.sinks.manifests import ManifestIndex
+from agent.sinks.patients import PatientIdentifierSystems
 from agent.sources import EcgSource
 from agent.sources.fhir import FhirEcgSource
 from agent.sources.hl7_inbox import Hl7InboxSource
@@ -76,6 +78,8 @@ class AgentService:
 
     def run_once(self, *, since: datetime | None = None, progress: bool = True) -> RunOutcome:
         """One batch run under the database lock; a second process meanwhile exits cleanly with a message."""
+        for route in unrouted(self.settings):
+            log.warning("%s", route.describe())
         holder = f"{socket.gethostname()}:{os.getpid()}"
         lock = self.store.run_lock(RUN_LOCK, holder=holder, lease_s=RUN_LOCK_LEASE_S, holder_alive=same_host_pid_alive)
         with lock as held:
@@ -147,7 +151,16 @@ def build_sinks(settings: AgentSettings, store: Store, stack: ExitStack) -> list
             raise ConfigError("sinks.fhir is enabled but neither it nor sources.fhir has a server")
         client = stack.enter_context(fhir_client(server))
         config = WriteBackConfig(observation_status=fhir.status)
-        sinks.append(FhirResultSink(client, manifests, config=config, max_in_flight=fhir.max_in_flight))
+        patient_systems = (
+            PatientIdentifierSystems(fhir.patient_identifier_systems, fhir.patient_identifier_system_without_authority)
+            if fhir.hl7_patient_lookup
+            else None
+        )
+        sinks.append(
+            FhirResultSink(
+                client, manifests, config=config, max_in_flight=fhir.max_in_flight, patient_systems=patient_systems
+            )
+        )
     hl7 = settings.sinks.hl7
     if hl7.enabled:
         assert hl7.host is not None

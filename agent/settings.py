@@ -51,6 +51,12 @@ def _known_zone(value: str) -> str:
     return value
 
 
+def _check_system_uri(system: str, what: str) -> None:
+    """An identifier system goes into a token search (``system|value``): a URI without spaces or ``|``."""
+    if not system or any(char.isspace() for char in system) or "|" in system or ":" not in system:
+        raise ValueError(f"{what} {system!r} is not a URI (e.g. 'urn:oid:1.2.3' or 'https://hospital.example/mrn')")
+
+
 class _Section(BaseModel):
     """A settings section: typos in the TOML file are refused, not ignored."""
 
@@ -68,7 +74,8 @@ class FhirAuthSettings(_Section):
     private_key_file: Path | None = None
     key_id: str | None = None
     algorithm: Literal["RS384", "ES384"] = "RS384"
-    scope: str = "system/Observation.rs system/Observation.c system/Device.c"
+    #: Patient.rs: results of HL7-sourced ECGs find their Patient by identifier (sinks.fhir.hl7_patient_lookup).
+    scope: str = "system/Observation.rs system/Observation.c system/Device.c system/Patient.rs"
 
     @model_validator(mode="after")
     def _complete_for_its_kind(self) -> FhirAuthSettings:
@@ -155,6 +162,29 @@ class FhirWritebackSettings(_Section):
     status: Literal["preliminary", "final"] = "preliminary"
     #: Studies written back at once, each its own transactions; bounded by what the receiving server absorbs.
     max_in_flight: int = Field(default=4, ge=1, le=64)
+    #: Also write results of HL7-sourced ECGs, to the one Patient holding the message's PID-3 identifier
+    #: (``Patient?identifier=``); the ECG itself is named by its message (MSH-3|MSH-4|MSH-10).
+    hl7_patient_lookup: bool = True
+    #: PID-3's assigning authority (its namespace id, or its universal id) → the FHIR ``Identifier.system`` of
+    #: that register. An authority sent with an ISO OID needs no entry (``urn:oid:<oid>``), nor one sent as a URI.
+    patient_identifier_systems: dict[str, str] = {}
+    #: The system of a PID-3 sent without an assigning authority; unset, such ids are not looked up (an
+    #: unmapped authority is never guessed: the same number in another register is another patient).
+    patient_identifier_system_without_authority: str | None = None
+
+    @field_validator("patient_identifier_systems")
+    @classmethod
+    def _systems_are_uris(cls, systems: dict[str, str]) -> dict[str, str]:
+        for authority, system in systems.items():
+            _check_system_uri(system, f"the system of authority {authority!r}")
+        return systems
+
+    @field_validator("patient_identifier_system_without_authority")
+    @classmethod
+    def _system_is_a_uri(cls, system: str | None) -> str | None:
+        if system is not None:
+            _check_system_uri(system, "the system")
+        return system
 
 
 class Hl7OutboundSettings(_Section):

@@ -22,9 +22,12 @@ class ResultSink(Protocol):
     destination: str
     #: Deliveries this sink may have under way at once (worker threads); 1 keeps them in order.
     max_in_flight: int
+    #: The sources whose results this sink carries, as its module's ``sources_carried`` / ``SOURCES_CARRIED``
+    #: says for its settings (what ``config check`` and ``status`` report, see :mod:`agent.routing`).
+    carries: frozenset[str]
 
     def accepts(self, study: StoredStudy) -> bool:
-        """Whether results for ``study`` go to this destination (e.g. FHIR only for ECGs it can refer to)."""
+        """Whether results for ``study`` go to this destination: its source is one this sink ``carries``."""
         ...
 
     def send(self, payload: ResultPayload) -> None:

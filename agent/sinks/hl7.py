@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from agent.sinks.manifests import ManifestIndex
 from agent.sinks.payload import PayloadFinding, ResultPayload
+from agent.sources import SOURCE_NAMES
 from integrations.hl7.client import MllpClient
 from integrations.hl7.results import EcgResults, ModelInstance, build_results_oru
 from integrations.hl7.results import Finding as Hl7Finding
@@ -15,6 +16,8 @@ from integrations.store import StoredStudy
 
 ICD10_HL7_SYSTEM = "I10"
 LOINC_HL7_SYSTEM = "LN"
+#: An ORU^R01 names the patient by whatever id the study has, so it carries every source's results.
+SOURCES_CARRIED = frozenset(SOURCE_NAMES)
 
 
 class Hl7ResultSink:
@@ -25,12 +28,13 @@ class Hl7ResultSink:
 
     destination = "hl7"
     max_in_flight = 1  # one connection, results in the order they were scored
+    carries = SOURCES_CARRIED
 
     def __init__(self, client_factory: Callable[[], MllpClient], manifests: ManifestIndex) -> None:
         self._client_factory, self._manifests = client_factory, manifests
 
     def accepts(self, study: StoredStudy) -> bool:
-        return True
+        return study.study.source in self.carries
 
     def send(self, payload: ResultPayload) -> None:
         version = payload.model.version

@@ -7,9 +7,11 @@ manifest's labels (looked up by model version, :mod:`agent.sinks.manifests`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
+
+from integrations.hl7.patient import PatientIdentifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,9 @@ class ResultPayload:
     explanations: tuple[PayloadExplanation, ...]
     #: What was done to the signal before scoring (imputed or dropped leads), in words; noted on every finding.
     signal_notes: tuple[str, ...] = field(default=())
+    #: The patient as an HL7 source names them (PID-3 with its assigning authority), for a sink that looks the
+    #: patient up by identifier (FHIR ``Patient?identifier=``); None for other sources.
+    patient_identifier: PatientIdentifier | None = None
 
     def positives(self) -> tuple[PayloadFinding, ...]:
         return tuple(finding for finding in self.findings if finding.positive)
@@ -71,12 +76,14 @@ class ResultPayload:
                 for e in self.explanations
             ],
             "signal_notes": list(self.signal_notes),
+            "patient_identifier": asdict(self.patient_identifier) if self.patient_identifier else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ResultPayload:
-        """Read a stored payload back (rows queued by older versions have no ``signal_notes``)."""
+        """Read a stored payload back (rows queued by older versions lack ``signal_notes``, ``patient_identifier``)."""
         stamp = data.get("acquired_at")
+        identifier = data.get("patient_identifier")
         return cls(
             study_id=int(data["study_id"]),
             source=data["source"],
@@ -88,4 +95,5 @@ class ResultPayload:
             findings=tuple(PayloadFinding(**finding) for finding in data["findings"]),
             explanations=tuple(PayloadExplanation(**explanation) for explanation in data["explanations"]),
             signal_notes=tuple(data.get("signal_notes", ())),
+            patient_identifier=PatientIdentifier(**identifier) if identifier else None,
         )

@@ -21,20 +21,28 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from integrations.ecg import EcgRecord
+from integrations.hl7.patient import PatientIdentifier
 from integrations.store import EcgStudy, QuarantineEntry
 
 FHIR_SOURCE = "fhir"
 HL7_SOURCE = "hl7"
 WFDB_SOURCE = "wfdb"
+#: Every source, by the name its settings section has (``sources.<name>``).
+SOURCE_NAMES = (FHIR_SOURCE, HL7_SOURCE, WFDB_SOURCE)
 
 
 @dataclass(frozen=True, slots=True)
 class PulledEcg:
-    """An ECG from a source, with how the store knows it; ``token`` is the source's own bookmark."""
+    """An ECG from a source, with how the store knows it; ``token`` is the source's own bookmark.
+
+    ``patient_identifier``: the patient as an HL7 message names them (PID-3 and its authority), which a
+    sink may look up elsewhere; it travels in the outbox payload, not in the study row.
+    """
 
     record: EcgRecord
     study: EcgStudy
     token: Any = None
+    patient_identifier: PatientIdentifier | None = None
 
 
 @dataclass(frozen=True, slots=True)

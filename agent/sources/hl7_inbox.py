@@ -9,6 +9,7 @@ from agent.sources import HL7_SOURCE, Pulled, PulledEcg, RejectedItem
 from integrations.errors import IntegrationError
 from integrations.hl7.ecg_oru import decode_ecg_oru
 from integrations.hl7.errors import Hl7MessageError
+from integrations.hl7.patient import read_patient_identifier
 from integrations.store import EcgStudy, InboxStatus, QuarantineEntry, Store, StoredInboxMessage
 
 QUARANTINE_KIND = "hl7_message"
@@ -56,7 +57,7 @@ class Hl7InboxSource:
             acquired_at=record.acquired_at,
             acquired_at_text=record.acquired_at_text,
         )
-        return PulledEcg(record, study, token=stored.id)
+        return PulledEcg(record, study, token=stored.id, patient_identifier=read_patient_identifier(message.raw))
 
 
 def inbox_ref(inbox_id: int) -> str:

@@ -17,13 +17,15 @@ finding, the ECG and the labs, in one list that consumers already follow for pro
 
 Each Observation carries ``meta.security`` AIAST (AI-asserted), status ``preliminary`` (configurable), the probability
 as a ``valueQuantity`` with unit ``1``, interpretation POS/NEG (diagnoses) or H/L (labs; NEG when a
-lab abnormality is predicted absent, since "not high" is not "normal"), ``derivedFrom`` the ECG and
-``device`` the model Device. The codes come from the caller (the model manifest): this package
-imports nothing of ours, hence the input dataclasses below.
+lab abnormality is predicted absent, since "not high" is not "normal"), ``derivedFrom`` the ECG (its
+Observation here, or its identifier when it reached us as HL7 v2) and ``device`` the model Device. The
+codes come from the caller (the model manifest): this package imports nothing of ours, hence the input
+dataclasses below.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -104,20 +106,47 @@ class ModelInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EcgReference:
-    """The scored ECG Observation: its id on this server, its subject and when it was taken."""
+    """The scored ECG, its subject and when it was taken.
 
-    observation_id: str
+    The ECG is either an Observation on this server (``observation_id``: ``derivedFrom`` points at it)
+    or, for an ECG that reached us another way (an HL7 v2 message), known only by an identifier
+    (``ecg_identifier``, ``(system, value)``: ``derivedFrom`` carries it as a logical reference,
+    ``Reference.identifier``). Exactly one of the two is given.
+    """
+
+    observation_id: str | None = None
+    ecg_identifier: tuple[str, str] | None = None
     subject_reference: str | None
     effective_at: datetime
 
     def __post_init__(self) -> None:
         # These values vary per ECG and are not validated with the resource's shape: check them here.
-        if not _FHIR_ID.fullmatch(self.observation_id):
+        if (self.observation_id is None) == (self.ecg_identifier is None):
+            raise ValueError("an ECG reference needs exactly one of observation_id and ecg_identifier")
+        if self.observation_id is not None and not _FHIR_ID.fullmatch(self.observation_id):
             raise ValueError(f"ECG Observation id {self.observation_id!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})")
+        if self.ecg_identifier is not None and not all(part and part == part.strip() for part in self.ecg_identifier):
+            raise ValueError(f"ECG identifier {self.ecg_identifier!r} has an empty or whitespace-padded part")
         if self.subject_reference is not None and (
             not self.subject_reference or self.subject_reference != self.subject_reference.strip()
         ):
             raise ValueError(f"subject reference {self.subject_reference!r} is empty or padded with whitespace")
+
+    @property
+    def key(self) -> str:
+        """What the deterministic finding identifiers and fullUrls are built from: the Observation id, or a
+        digest of the identifier (token-safe whatever characters the identifier holds)."""
+        if self.observation_id is not None:
+            return self.observation_id
+        system, value = self.ecg_identifier  # type: ignore[misc]
+        return "ecg-" + hashlib.sha256(f"{system}|{value}".encode()).hexdigest()[:32]
+
+    def derived_from(self) -> Json:
+        """The ``derivedFrom`` entry naming this ECG: a literal reference, or a logical one."""
+        if self.observation_id is not None:
+            return {"reference": f"Observation/{self.observation_id}"}
+        system, value = self.ecg_identifier  # type: ignore[misc]
+        return {"type": "Observation", "identifier": {"system": system, "value": value}}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,10 +195,10 @@ class _BundleBuilder:
     entries: list[_Entry] = field(default_factory=list)
 
     def urn(self, key: str) -> str:
-        return f"urn:uuid:{uuid.uuid5(_URN_NAMESPACE, f'{self.ecg.observation_id}/{self.model.version}/{key}')}"
+        return f"urn:uuid:{uuid.uuid5(_URN_NAMESPACE, f'{self.ecg.key}/{self.model.version}/{key}')}"
 
     def finding_identifier(self, target: str) -> str:
-        return f"{self.ecg.observation_id}/{self.model.version}/{target}"
+        return f"{self.ecg.key}/{self.model.version}/{target}"
 
 
 def build_writeback_bundle(
@@ -264,7 +293,7 @@ def _finding_entry(builder: _BundleBuilder, finding: Finding, device_urn: str, e
         "valueQuantity": {"value": round(finding.probability, 6), "unit": "1", "system": UCUM_SYSTEM, "code": "1"},
         "interpretation": [{"coding": [_interpretation(finding)]}],
         "device": {"reference": device_urn},
-        "derivedFrom": [{"reference": f"Observation/{ecg.observation_id}"}] + [{"reference": u} for u in explained_by],
+        "derivedFrom": [ecg.derived_from()] + [{"reference": urn} for urn in explained_by],
     }
     if ecg.subject_reference is not None:
         observation["subject"] = {"reference": ecg.subject_reference}
@@ -314,6 +343,8 @@ def _resolve(entry: _Entry, resolved: dict[str, str]) -> _Entry:
 
 
 def _resolved_reference(reference: Json, resolved: dict[str, str]) -> Json:
+    if "reference" not in reference:  # a logical reference (``identifier``): nothing to resolve
+        return reference
     return {"reference": resolved.get(reference["reference"], reference["reference"])}
 
 
@@ -407,7 +438,14 @@ def _shape_of(resource: Json) -> Json:
     shape["effectiveDateTime"] = _PLACEHOLDER_DATETIME
     shape["valueQuantity"] = {**resource["valueQuantity"], "value": _PLACEHOLDER_PROBABILITY}
     shape["device"] = {"reference": _PLACEHOLDER_REFERENCE}
-    shape["derivedFrom"] = [{"reference": _PLACEHOLDER_REFERENCE} for _ in resource["derivedFrom"]]
+    shape["derivedFrom"] = [_reference_shape(reference) for reference in resource["derivedFrom"]]
     if "subject" in resource:
         shape["subject"] = {"reference": _PLACEHOLDER_REFERENCE}
     return shape
+
+
+def _reference_shape(reference: Json) -> Json:
+    """A literal reference as the placeholder; a logical one keeps its type and system, its value a placeholder."""
+    if "reference" in reference:
+        return {"reference": _PLACEHOLDER_REFERENCE}
+    return {**reference, "identifier": {**reference["identifier"], "value": _PLACEHOLDER_STRING}}

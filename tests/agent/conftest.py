@@ -59,17 +59,20 @@ def release_table(charted: frozenset[str]) -> ReleaseTable:
 ALL_CHARTED = frozenset((*DX_CODES, *(t.name for t in LAB_TARGETS)))
 
 
-def build_artifact(out_dir: Path, version: str, seed: int = 0, charted: frozenset[str] = ALL_CHARTED) -> Path:
+def build_artifact(
+    out_dir: Path, version: str, seed: int = 0, charted: frozenset[str] = ALL_CHARTED, *, threshold: float = 0.5
+) -> Path:
     """Export a tiny but real model under ``out_dir`` as ``version``; return the artifact folder.
 
-    ``charted``: the labels its release table charts (the others are stored only).
+    ``charted``: the labels its release table charts (the others are stored only). ``threshold`` is every
+    label's operating point: 0 makes every finding positive (a write-back for every ECG).
     """
     torch.manual_seed(seed)
     module = EcgScoringModule(
         _TinyEncoder(), nn.Linear(4, len(DX_CODES)), nn.Linear(4, len(LAB_TARGETS)), PREPROCESS.window_samples
     ).eval()
     thresholds = OperatingThresholds(
-        rule="test", diagnosis=dict.fromkeys(DX_CODES, 0.5), labs={t.name: 0.5 for t in LAB_TARGETS}
+        rule="test", diagnosis=dict.fromkeys(DX_CODES, threshold), labs={t.name: threshold for t in LAB_TARGETS}
     )
     return export_artifact(
         module,
@@ -100,6 +103,12 @@ def artifact_factory(tmp_path_factory) -> Callable[..., Path]:
         return built[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def all_positive_artifact(tmp_path_factory) -> Path:
+    """Version 1.0.0 with every operating threshold at 0: every finding positive, so every ECG has a write-back."""
+    return build_artifact(tmp_path_factory.mktemp("artifact-all-positive"), "1.0.0", threshold=0.0)
 
 
 @pytest.fixture
