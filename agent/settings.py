@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from agent.crontab import crontab_trigger  # the scheduler's own parser: what validates is what runs
 from agent.errors import ConfigError
+from integrations.hl7.listener import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, is_loopback_host
 
 ENV_PREFIX = "ECG_AGENT_"
 DEFAULT_DATABASE_URL = "sqlite:///ecg-agent.db"
@@ -116,6 +117,23 @@ class Hl7InboxSettings(_Section):
     port: int = Field(default=DEFAULT_MLLP_PORT, ge=0, le=65535)
     max_message_bytes: int = Field(default=DEFAULT_MAX_HL7_MESSAGE_BYTES, gt=0)
     tls: TlsServerSettings | None = None
+    #: A connection silent this long, between messages or inside one, is closed (a partial message is quarantined).
+    idle_timeout_s: float = Field(default=DEFAULT_IDLE_TIMEOUT_S, gt=0)
+    #: More simultaneous connections than this are closed at once; interface engines retry.
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=1024)
+    #: Listen without TLS on a non-loopback host (a TLS-terminating proxy, an isolated network): logged as a warning.
+    allow_plaintext: bool = False
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> Hl7InboxSettings:
+        # Checked even when disabled: `ecg-agent listen` runs the listener regardless of `enabled`.
+        if self.tls is None and not self.allow_plaintext and not is_loopback_host(self.host):
+            raise ValueError(
+                f"sources.hl7.host {self.host!r} is not a loopback address and [sources.hl7.tls] is not set: "
+                "HL7 messages carry PHI; configure TLS, or set sources.hl7.allow_plaintext = true if the network "
+                "path is protected otherwise"
+            )
+        return self
 
 
 class WfdbFolderSettings(_Section):
