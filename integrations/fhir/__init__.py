@@ -16,12 +16,14 @@ from integrations.fhir.ecg_mapping import ecg_to_observation, observation_to_ecg
 from integrations.fhir.errors import (
     EcgRejectReason,
     FhirAuthError,
+    FhirCircuitOpenError,
     FhirError,
     FhirHttpError,
     FhirProtocolError,
     FhirResourceInvalidError,
     FhirUnavailableError,
     InvalidEcgObservation,
+    PagingLoopError,
 )
 from integrations.fhir.pull import (
     EcgPull,
@@ -50,6 +52,7 @@ __all__ = [
     "EcgReference",
     "EcgRejectReason",
     "FhirAuthError",
+    "FhirCircuitOpenError",
     "FhirClient",
     "FhirConfig",
     "FhirError",
@@ -61,6 +64,7 @@ __all__ = [
     "InvalidEcgObservation",
     "ModelInfo",
     "ObservationVersion",
+    "PagingLoopError",
     "PullItem",
     "PulledEcg",
     "RejectedObservation",

@@ -19,6 +19,7 @@ import httpx
 
 from integrations.fhir.config import FhirConfig
 from integrations.fhir.errors import FhirError, FhirHttpError, FhirProtocolError, FhirUnavailableError
+from integrations.fhir.paging import PagingGuard
 from integrations.fhir.retry import RETRYABLE_TRANSPORT_ERRORS, backoff_delay_s, is_retryable_status, retry_after_s
 
 logger = logging.getLogger(__name__)
@@ -80,14 +81,21 @@ class FhirClient:
         return self._json(self._send("GET", f"{resource_type}/{resource_id}"), expect=resource_type)
 
     def search_pages(self, resource_type: str, params: dict[str, str]) -> Iterator[JsonObject]:
-        """Searchset Bundles, first page then each ``next`` link, followed as an opaque URL."""
-        bundle = self._json(self._send("GET", resource_type, params=params), expect="Bundle")
+        """Searchset Bundles, first page then each ``next`` link, followed as an opaque URL.
+
+        Raises :class:`PagingLoopError` instead of following a link already followed, or on from
+        pages that bring no new entry (see :mod:`integrations.fhir.paging`).
+        """
+        response = self._send("GET", resource_type, params=params)
+        guard = PagingGuard(str(response.request.url))
         while True:
+            bundle = self._json(response, expect="Bundle")
             yield bundle
             next_url = next_link(bundle)
             if next_url is None:
                 return
-            bundle = self._json(self._send("GET", next_url), expect="Bundle")
+            guard.check(str(response.request.url), bundle, self._full_url(next_url))
+            response = self._send("GET", next_url)
 
     def create(self, resource: JsonObject, *, if_none_exist: str | None = None) -> CreateOutcome:
         """POST a resource; with ``if_none_exist`` (a query string) the server returns a match instead (200)."""
