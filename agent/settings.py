@@ -33,6 +33,14 @@ from pydantic_settings import (
 
 from agent.crontab import crontab_trigger  # the scheduler's own parser: what validates is what runs
 from agent.errors import ConfigError
+from integrations.fhir.config import (
+    DEFAULT_BREAKER_COOLDOWN_S,
+    DEFAULT_BREAKER_FAILURES,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_RETRY_BUDGET_S,
+    DEFAULT_TIMEOUT_S,
+)
 from integrations.hl7.listener import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, is_loopback_host
 
 ENV_PREFIX = "ECG_AGENT_"
@@ -78,10 +86,20 @@ class FhirServerSettings(_Section):
     """One FHIR R4 server: where it is and how to reach it."""
 
     base_url: str
-    timeout_s: float = Field(default=30.0, gt=0)
+    #: The longest silence within an answer (not its total time); see integrations.fhir.config for the defaults' why.
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     verify_tls: bool = True
     ca_bundle_file: Path | None = None
-    max_retries: int = Field(default=5, ge=0)
+    max_retries: int = Field(default=DEFAULT_MAX_ATTEMPTS - 1, ge=0)
+    #: One request's whole life, its attempts and the waits between them, in seconds.
+    retry_budget_s: float = Field(default=DEFAULT_RETRY_BUDGET_S, gt=0)
+    #: The most requests at this server at once (timed-out ones still count while the server works on them);
+    #: it adapts downwards when the server times out, and caps sinks.fhir.max_in_flight.
+    max_concurrent_requests: int = Field(default=DEFAULT_MAX_CONCURRENT_REQUESTS, ge=1, le=64)
+    #: Failed attempts in a row after which calls fail fast (the run fails; results stay in the outbox) ...
+    breaker_failures: int = Field(default=DEFAULT_BREAKER_FAILURES, ge=1)
+    #: ... for this long, before one probe request tests the server again.
+    breaker_cooldown_s: float = Field(default=DEFAULT_BREAKER_COOLDOWN_S, ge=0)
     auth: FhirAuthSettings = FhirAuthSettings()
 
 

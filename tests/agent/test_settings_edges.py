@@ -7,6 +7,7 @@ import pytest
 
 from agent.cli import main
 from agent.errors import ConfigError
+from agent.service import fhir_client
 from agent.settings import load_settings
 
 
@@ -55,3 +56,24 @@ def test_the_listener_limits_have_defaults_and_are_settings(tmp_path):
     assert (tuned.idle_timeout_s, tuned.max_connections) == (30.0, 4)
     with pytest.raises(ConfigError, match=r"sources\.hl7\.max_connections"):
         load_settings(_toml(tmp_path, "[sources.hl7]\nmax_connections = 0\n"))
+
+
+# --- the FHIR client: bounded patience with a slow server ----------------------------------------------------------
+
+
+def test_the_fhir_server_settings_reach_the_clients_retry_and_flow_policies(tmp_path):
+    config = _toml(
+        tmp_path,
+        '[sources.fhir.server]\nbase_url = "https://fhir.example.org/r4"\nmax_retries = 2\nretry_budget_s = 45\n'
+        "max_concurrent_requests = 8\nbreaker_failures = 3\nbreaker_cooldown_s = 120\n",
+    )
+    with fhir_client(load_settings(config).sources.fhir.server) as client:
+        retry, flow = client.config.retry, client.config.flow
+    assert (retry.max_attempts, retry.budget_s) == (3, 45.0)
+    assert (flow.max_concurrent_requests, flow.breaker_failures, flow.breaker_cooldown_s) == (8, 3, 120.0)
+
+
+def test_the_fhir_defaults_give_up_on_a_request_within_a_minute_and_a_half():
+    server = load_settings(sources={"fhir": {"server": {"base_url": "https://f/r4"}}}).sources.fhir.server
+    assert (server.timeout_s, server.max_retries, server.retry_budget_s) == (30.0, 3, 90.0)
+    assert (server.max_concurrent_requests, server.breaker_failures, server.breaker_cooldown_s) == (4, 5, 60.0)
