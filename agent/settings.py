@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import tomllib
 import zoneinfo
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from pydantic_settings import (
 
 from agent.crontab import crontab_trigger  # the scheduler's own parser: what validates is what runs
 from agent.errors import ConfigError
+from agent.redaction import holds_secret, mask_secrets_in
 from integrations.fhir.config import (
     DEFAULT_BREAKER_COOLDOWN_S,
     DEFAULT_BREAKER_FAILURES,
@@ -267,8 +269,11 @@ class AgentSettings(BaseSettings):
         return init_settings, env_settings, file_secret_settings, TomlConfigSettingsSource(settings_cls)
 
     def redacted(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets masked: safe to print or log."""
-        return self.model_dump(mode="json")
+        """The effective settings as plain data, secrets masked: safe to print or log.
+
+        ``SecretStr`` fields print as stars; any other URL keeps its user but not its password.
+        """
+        return mask_secrets_in(self.model_dump(mode="json"))
 
 
 def load_settings(
@@ -282,6 +287,8 @@ def load_settings(
         raise ConfigError(f"agent config file {config_file} does not exist")
     if secrets_dir is not None and not secrets_dir.is_dir():
         raise ConfigError(f"secrets folder {secrets_dir} does not exist")
+    if config_file is not None:
+        _refuse_secrets_in_file(config_file)
 
     class _Configured(AgentSettings):
         model_config = SettingsConfigDict(toml_file=config_file, secrets_dir=secrets_dir)
@@ -292,6 +299,42 @@ def load_settings(
         raise ConfigError(f"invalid agent settings ({config_file or 'no config file'}): {_describe(exc)}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"agent config file {config_file} is not valid TOML: {exc}") from exc
+
+
+def _refuse_secrets_in_file(config_file: Path) -> None:
+    """Refuse a password (or token) written into the TOML file; name where it belongs instead.
+
+    Refused, not warned about: the file is configuration, readable by design (a Kubernetes ConfigMap,
+    /etc/ecg-agent/agent.toml under configuration management, a copy pasted into a ticket), and a
+    warning scrolls out of the journal while the password stays in the file. Moving it costs one
+    step, and ``config check`` says which.
+    """
+    try:
+        data = tomllib.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return  # the settings source reports an unreadable file below, with its own message
+    for path, value in _strings(data):
+        if holds_secret(value):
+            raise ConfigError(f"agent config file {config_file}: {'.'.join(path)} holds a password or token; "
+                              f"{_where_secrets_go(path)}")  # fmt: skip
+
+
+def _strings(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(data, str):
+        yield path, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _strings(value, (*path, str(index)))
+
+
+def _where_secrets_go(path: tuple[str, ...]) -> str:
+    variable = ENV_PREFIX + "__".join(path).upper()
+    if len(path) == 1:  # secret files hold top-level settings only
+        return f"put the value in the secret file {variable} in --secrets-dir, or the environment variable {variable}"
+    return f"put the value in the environment variable {variable}, or use the section's *_file settings"
 
 
 def _describe(error: ValidationError) -> str:
