@@ -94,14 +94,14 @@ class FhirClient:
         pages that bring no new entry (see :mod:`integrations.fhir.paging`).
         """
         response = self._send("GET", resource_type, params=params)
-        guard = PagingGuard(str(response.request.url))
+        guard = PagingGuard(shown_url(response.request.url))
         while True:
             bundle = self._json(response, expect="Bundle")
             yield bundle
             next_url = next_link(bundle)
             if next_url is None:
                 return
-            guard.check(str(response.request.url), bundle, self._full_url(next_url))
+            guard.check(shown_url(response.request.url), bundle, self._shown_url(next_url))
             response = self._send("GET", next_url)
 
     def create(self, resource: JsonObject, *, if_none_exist: str | None = None) -> CreateOutcome:
@@ -137,7 +137,7 @@ class FhirClient:
                 return response
             delay_s = wait_hint_s if wait_hint_s is not None else backoff_delay_s(policy, attempt, self._rng)
             if attempt >= policy.max_attempts or spent_s + delay_s > policy.budget_s:
-                raise FhirUnavailableError(method, self._full_url(url), attempt, failure)
+                raise FhirUnavailableError(method, self._shown_url(url), attempt, failure)
             logger.warning("%s %s failed (%s); retry %d in %.2f s", method, url, failure, attempt, delay_s)
             self._sleep(delay_s)
             spent_s += delay_s
@@ -145,14 +145,14 @@ class FhirClient:
 
     def _attempt(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response | None, str, float | None]:
         """One try: (response, "", None) on success, (None, failure, Retry-After seconds) if worth a retry."""
-        with self.flow.slot(method, self._full_url(url)) as slot:
+        with self.flow.slot(method, self._shown_url(url)) as slot:
             try:
                 response = self._http.request(method, url, **kwargs)
             except RETRYABLE_TRANSPORT_ERRORS as exc:
                 slot.outcome = _transport_outcome(exc)
                 return None, f"{type(exc).__name__}: {exc}", None
             except httpx.HTTPError as exc:
-                raise FhirError(f"{method} {self._full_url(url)}: {type(exc).__name__}: {exc}") from exc
+                raise FhirError(f"{method} {self._shown_url(url)}: {type(exc).__name__}: {exc}") from exc
             return self._judge(method, response, slot)
 
     def _judge(
@@ -163,19 +163,20 @@ class FhirClient:
             slot.outcome = Outcome.ANSWERED
             if response.is_success:
                 return response, "", None
-            raise FhirHttpError(method, str(response.request.url), response.status_code, outcome_text(response))
+            raise FhirHttpError(method, shown_url(response.request.url), response.status_code, outcome_text(response))
         overloaded = response.status_code in (httpx.codes.TOO_MANY_REQUESTS, httpx.codes.SERVICE_UNAVAILABLE)
         slot.outcome = Outcome.OVERLOADED if overloaded else Outcome.FAILED
         wait_hint_s = retry_after_s(response.headers.get("Retry-After"), self._clock())
         return None, f"HTTP {response.status_code}", wait_hint_s
 
-    def _full_url(self, url: str) -> str:
-        return str(self._http.base_url.join(url))
+    def _shown_url(self, url: str) -> str:
+        """``url`` resolved against the base, as errors show it (without a password)."""
+        return shown_url(self._http.base_url.join(url))
 
     @staticmethod
     def _json(response: httpx.Response, *, expect: str) -> JsonObject:
         """The response body as a resource of type ``expect``, or :class:`FhirProtocolError`."""
-        url = str(response.request.url)
+        url = shown_url(response.request.url)
         content_type = response.headers.get("Content-Type", "")
         if "json" not in content_type:
             raise FhirProtocolError(url, f"expected FHIR JSON, got {content_type or 'no content type'}")
@@ -187,6 +188,13 @@ class FhirClient:
             found = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
             raise FhirProtocolError(url, f"expected a {expect}, got {found}")
         return body
+
+
+def shown_url(url: httpx.URL) -> str:
+    """``url`` as error messages show it: the user name kept (it says which account), a password never."""
+    if not url.password:
+        return str(url)
+    return str(url.copy_with(userinfo=url.userinfo.split(b":", 1)[0]))
 
 
 def _transport_outcome(error: httpx.TransportError) -> Outcome:
