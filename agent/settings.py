@@ -35,15 +35,7 @@ from pydantic_settings import (
 from agent.crontab import crontab_trigger  # the scheduler's own parser: what validates is what runs
 from agent.errors import ConfigError
 from agent.redaction import holds_secret, mask_secrets_in
-from integrations.fhir.config import (
-    DEFAULT_BREAKER_COOLDOWN_S,
-    DEFAULT_BREAKER_FAILURES,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_RETRY_BUDGET_S,
-    DEFAULT_TIMEOUT_S,
-)
-from integrations.hl7.listener import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, is_loopback_host
+from integrations.addresses import is_loopback_host
 
 ENV_PREFIX = "ECG_AGENT_"
 DEFAULT_DATABASE_URL = "sqlite:///ecg-agent.db"
@@ -52,6 +44,16 @@ DEFAULT_ECG_CODE = "http://loinc.org|11524-6"
 DEFAULT_CRON = "0 2 * * *"  # 02:00 every night
 DEFAULT_MLLP_PORT = 2575
 DEFAULT_MAX_HL7_MESSAGE_BYTES = 16 * 1024 * 1024  # a 12-lead, 10 s, 1 kHz ORU is about 1 MB
+# The libraries' defaults, repeated so that `config check` does not load the FHIR and HL7 stacks
+# (tests/agent/test_settings_edges.py holds them equal); why these values: integrations.fhir.config.
+DEFAULT_MLLP_IDLE_TIMEOUT_S = 120.0
+DEFAULT_MLLP_MAX_CONNECTIONS = 32
+DEFAULT_FHIR_TIMEOUT_S = 30.0
+DEFAULT_FHIR_MAX_RETRIES = 3
+DEFAULT_FHIR_RETRY_BUDGET_S = 90.0
+DEFAULT_FHIR_MAX_CONCURRENT_REQUESTS = 4
+DEFAULT_FHIR_BREAKER_FAILURES = 5
+DEFAULT_FHIR_BREAKER_COOLDOWN_S = 60.0
 
 
 class _Section(BaseModel):
@@ -88,20 +90,20 @@ class FhirServerSettings(_Section):
     """One FHIR R4 server: where it is and how to reach it."""
 
     base_url: str
-    #: The longest silence within an answer (not its total time); see integrations.fhir.config for the defaults' why.
-    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    #: The longest silence within an answer (not its total time), in seconds.
+    timeout_s: float = Field(default=DEFAULT_FHIR_TIMEOUT_S, gt=0)
     verify_tls: bool = True
     ca_bundle_file: Path | None = None
-    max_retries: int = Field(default=DEFAULT_MAX_ATTEMPTS - 1, ge=0)
+    max_retries: int = Field(default=DEFAULT_FHIR_MAX_RETRIES, ge=0)
     #: One request's whole life, its attempts and the waits between them, in seconds.
-    retry_budget_s: float = Field(default=DEFAULT_RETRY_BUDGET_S, gt=0)
+    retry_budget_s: float = Field(default=DEFAULT_FHIR_RETRY_BUDGET_S, gt=0)
     #: The most requests at this server at once (timed-out ones still count while the server works on them);
     #: it adapts downwards when the server times out, and caps sinks.fhir.max_in_flight.
-    max_concurrent_requests: int = Field(default=DEFAULT_MAX_CONCURRENT_REQUESTS, ge=1, le=64)
+    max_concurrent_requests: int = Field(default=DEFAULT_FHIR_MAX_CONCURRENT_REQUESTS, ge=1, le=64)
     #: Failed attempts in a row after which calls fail fast (the run fails; results stay in the outbox) ...
-    breaker_failures: int = Field(default=DEFAULT_BREAKER_FAILURES, ge=1)
+    breaker_failures: int = Field(default=DEFAULT_FHIR_BREAKER_FAILURES, ge=1)
     #: ... for this long, before one probe request tests the server again.
-    breaker_cooldown_s: float = Field(default=DEFAULT_BREAKER_COOLDOWN_S, ge=0)
+    breaker_cooldown_s: float = Field(default=DEFAULT_FHIR_BREAKER_COOLDOWN_S, ge=0)
     auth: FhirAuthSettings = FhirAuthSettings()
 
 
@@ -138,9 +140,9 @@ class Hl7InboxSettings(_Section):
     max_message_bytes: int = Field(default=DEFAULT_MAX_HL7_MESSAGE_BYTES, gt=0)
     tls: TlsServerSettings | None = None
     #: A connection silent this long, between messages or inside one, is closed (a partial message is quarantined).
-    idle_timeout_s: float = Field(default=DEFAULT_IDLE_TIMEOUT_S, gt=0)
+    idle_timeout_s: float = Field(default=DEFAULT_MLLP_IDLE_TIMEOUT_S, gt=0)
     #: More simultaneous connections than this are closed at once; interface engines retry.
-    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=1024)
+    max_connections: int = Field(default=DEFAULT_MLLP_MAX_CONNECTIONS, ge=1, le=1024)
     #: Listen without TLS on a non-loopback host (a TLS-terminating proxy, an isolated network): logged as a warning.
     allow_plaintext: bool = False
 

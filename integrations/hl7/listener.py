@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from integrations.addresses import is_loopback_host
 from integrations.errors import IntegrationError
 from integrations.hl7.ack import build_ack
 from integrations.hl7.ecg_oru import scan_ecg_oru
@@ -67,7 +67,6 @@ DEFAULT_IDLE_TIMEOUT_S = 120.0
 DEFAULT_MAX_CONNECTIONS = 32
 #: Frames in a row without a readable MSH after which the peer is taken not to speak HL7 and disconnected.
 DEFAULT_MAX_UNREADABLE_FRAMES = 5
-LOOPBACK_NAMES = frozenset({"localhost"})
 INBOX_SOURCE = "mllp"
 QUARANTINE_KIND = "hl7_message"
 
@@ -101,18 +100,6 @@ class MllpListenerConfig:
     def __post_init__(self) -> None:
         if self.idle_timeout_s <= 0 or self.max_connections < 1 or self.max_unreadable_frames < 1:
             raise ValueError("idle_timeout_s, max_connections and max_unreadable_frames must be positive")
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """Whether ``host`` only listens on this machine: 127.0.0.0/8, ::1 or ``localhost`` (not "" = all)."""
-    if not host:
-        return False
-    if host.lower().rstrip(".") in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
 
 
 @dataclass(slots=True)

@@ -9,6 +9,8 @@ from agent.cli import main
 from agent.errors import ConfigError
 from agent.service import fhir_client
 from agent.settings import load_settings
+from integrations.fhir import FhirConfig
+from integrations.hl7 import MllpListenerConfig
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +79,22 @@ def test_the_fhir_defaults_give_up_on_a_request_within_a_minute_and_a_half():
     server = load_settings(sources={"fhir": {"server": {"base_url": "https://f/r4"}}}).sources.fhir.server
     assert (server.timeout_s, server.max_retries, server.retry_budget_s) == (30.0, 3, 90.0)
     assert (server.max_concurrent_requests, server.breaker_failures, server.breaker_cooldown_s) == (4, 5, 60.0)
+
+
+def test_the_settings_defaults_are_the_libraries_defaults():
+    """Repeated in the settings so that `config check` stays light; they must not drift apart."""
+    server = load_settings(sources={"fhir": {"server": {"base_url": "https://f/r4"}}}).sources.fhir.server
+    library = FhirConfig(base_url="https://f/r4")
+    assert (server.timeout_s, server.max_retries + 1, server.retry_budget_s) == (
+        library.timeout_s,
+        library.retry.max_attempts,
+        library.retry.budget_s,
+    )
+    flow = library.flow
+    assert (server.max_concurrent_requests, server.breaker_failures, server.breaker_cooldown_s) == (
+        flow.max_concurrent_requests,
+        flow.breaker_failures,
+        flow.breaker_cooldown_s,
+    )
+    inbox, listener = load_settings().sources.hl7, MllpListenerConfig()
+    assert (inbox.idle_timeout_s, inbox.max_connections) == (listener.idle_timeout_s, listener.max_connections)

@@ -20,8 +20,8 @@ import pytest
 from hl7.client import MLLPClient
 from hl7.mllp import open_hl7_connection
 
+from integrations.addresses import is_loopback_host
 from integrations.hl7 import MllpListener, MllpListenerConfig, PlaintextListenerError
-from integrations.hl7.listener import is_loopback_host
 from integrations.hl7.mllp import END_BLOCK, START_BLOCK
 from integrations.store import InboxMessage, QuarantineEntry, Store
 
