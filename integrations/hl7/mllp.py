@@ -116,7 +116,8 @@ class MllpFrameReader:
     async def _fill(self) -> bool:
         """Read one chunk into the buffer; False at EOF."""
         try:
-            chunk = await asyncio.wait_for(self._reader.read(READ_CHUNK_BYTES), self._idle_timeout_s)
+            async with asyncio.timeout(self._idle_timeout_s):  # no task per read, unlike wait_for
+                chunk = await self._reader.read(READ_CHUNK_BYTES)
         except TimeoutError:
             raise self._silence() from None
         self._buffer.extend(chunk)
