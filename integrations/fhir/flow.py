@@ -141,7 +141,7 @@ class CircuitBreaker:
                 self._probe_in_flight = False
             if outcome is Outcome.ANSWERED:
                 if self._opened_at_s is not None and probe:
-                    logger.warning("FHIR server answers again: circuit closed")
+                    logger.info("FHIR server answers again: circuit closed")
                 if probe or self._opened_at_s is None:
                     self._opened_at_s = None
                     self.consecutive_failures = 0
