@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from agent.errors import AgentError
+from agent.redaction import install_secret_masking, mask_secrets
 from agent.settings import AgentSettings, load_settings
 from integrations.errors import IntegrationError
 from integrations.store import ModelAuditEntry, ModelVersion, OutboxStatus, Store
@@ -473,15 +474,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, AgentSettings], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(verbose=args.verbose)
     try:
         settings = load_settings(args.config, secrets_dir=args.secrets_dir)
         return COMMANDS[args.command](args, settings)
     except (AgentError, IntegrationError) as exc:
-        print(f"ecg-agent {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ecg-agent {args.command}: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 1
+
+
+def configure_logging(*, verbose: bool) -> None:
+    """Log to stderr, with secrets masked in every line (httpx logs each request URL at INFO)."""
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    install_secret_masking(logging.getLogger())
 
 
 if __name__ == "__main__":

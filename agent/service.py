@@ -35,7 +35,7 @@ from agent.sources.hl7_inbox import Hl7InboxSource
 from agent.sources.wfdb_folder import WfdbFolderSource
 from integrations.fhir.auth import BearerTokenAuth, SmartBackendAuth
 from integrations.fhir.client import FhirClient
-from integrations.fhir.config import FhirConfig, RetryPolicy, SmartBackendConfig
+from integrations.fhir.config import FhirConfig, FlowPolicy, RetryPolicy, SmartBackendConfig
 from integrations.fhir.pull import EcgPullConfig
 from integrations.fhir.writeback import WriteBackConfig
 from integrations.hl7.client import MllpClient
@@ -177,7 +177,12 @@ def fhir_client(server: FhirServerSettings) -> Iterator[FhirClient]:
         timeout_s=server.timeout_s,
         verify_tls=server.verify_tls,
         ca_bundle_path=server.ca_bundle_file,
-        retry=RetryPolicy(max_attempts=server.max_retries + 1),
+        retry=RetryPolicy(max_attempts=server.max_retries + 1, budget_s=server.retry_budget_s),
+        flow=FlowPolicy(
+            max_concurrent_requests=server.max_concurrent_requests,
+            breaker_failures=server.breaker_failures,
+            breaker_cooldown_s=server.breaker_cooldown_s,
+        ),
     )
     with FhirClient(config, auth=_fhir_auth(server)) as client:
         yield client

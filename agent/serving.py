@@ -63,7 +63,8 @@ async def _listen_until_stopped(
     store.upgrade()
     config = MllpListenerConfig(
         host=inbox.host, port=inbox.port, max_message_bytes=inbox.max_message_bytes,
-        ssl_context=listener_ssl_context(inbox.tls),
+        idle_timeout_s=inbox.idle_timeout_s, max_connections=inbox.max_connections,
+        allow_plaintext=inbox.allow_plaintext, ssl_context=listener_ssl_context(inbox.tls),
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()

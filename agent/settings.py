@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import tomllib
 import zoneinfo
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,8 @@ from pydantic_settings import (
 
 from agent.crontab import crontab_trigger  # the scheduler's own parser: what validates is what runs
 from agent.errors import ConfigError
+from agent.redaction import holds_secret, mask_secrets_in
+from integrations.addresses import is_loopback_host
 
 ENV_PREFIX = "ECG_AGENT_"
 DEFAULT_DATABASE_URL = "sqlite:///ecg-agent.db"
@@ -41,6 +44,16 @@ DEFAULT_ECG_CODE = "http://loinc.org|11524-6"
 DEFAULT_CRON = "0 2 * * *"  # 02:00 every night
 DEFAULT_MLLP_PORT = 2575
 DEFAULT_MAX_HL7_MESSAGE_BYTES = 16 * 1024 * 1024  # a 12-lead, 10 s, 1 kHz ORU is about 1 MB
+# The libraries' defaults, repeated so that `config check` does not load the FHIR and HL7 stacks
+# (tests/agent/test_settings_edges.py holds them equal); why these values: integrations.fhir.config.
+DEFAULT_MLLP_IDLE_TIMEOUT_S = 120.0
+DEFAULT_MLLP_MAX_CONNECTIONS = 32
+DEFAULT_FHIR_TIMEOUT_S = 30.0
+DEFAULT_FHIR_MAX_RETRIES = 3
+DEFAULT_FHIR_RETRY_BUDGET_S = 90.0
+DEFAULT_FHIR_MAX_CONCURRENT_REQUESTS = 4
+DEFAULT_FHIR_BREAKER_FAILURES = 5
+DEFAULT_FHIR_BREAKER_COOLDOWN_S = 60.0
 
 
 def _known_zone(value: str) -> str:
@@ -92,10 +105,20 @@ class FhirServerSettings(_Section):
     """One FHIR R4 server: where it is and how to reach it."""
 
     base_url: str
-    timeout_s: float = Field(default=30.0, gt=0)
+    #: The longest silence within an answer (not its total time), in seconds.
+    timeout_s: float = Field(default=DEFAULT_FHIR_TIMEOUT_S, gt=0)
     verify_tls: bool = True
     ca_bundle_file: Path | None = None
-    max_retries: int = Field(default=5, ge=0)
+    max_retries: int = Field(default=DEFAULT_FHIR_MAX_RETRIES, ge=0)
+    #: One request's whole life, its attempts and the waits between them, in seconds.
+    retry_budget_s: float = Field(default=DEFAULT_FHIR_RETRY_BUDGET_S, gt=0)
+    #: The most requests at this server at once (timed-out ones still count while the server works on them);
+    #: it adapts downwards when the server times out, and caps sinks.fhir.max_in_flight.
+    max_concurrent_requests: int = Field(default=DEFAULT_FHIR_MAX_CONCURRENT_REQUESTS, ge=1, le=64)
+    #: Failed attempts in a row after which calls fail fast (the run fails; results stay in the outbox) ...
+    breaker_failures: int = Field(default=DEFAULT_FHIR_BREAKER_FAILURES, ge=1)
+    #: ... for this long, before one probe request tests the server again.
+    breaker_cooldown_s: float = Field(default=DEFAULT_FHIR_BREAKER_COOLDOWN_S, ge=0)
     auth: FhirAuthSettings = FhirAuthSettings()
 
 
@@ -131,6 +154,23 @@ class Hl7InboxSettings(_Section):
     port: int = Field(default=DEFAULT_MLLP_PORT, ge=0, le=65535)
     max_message_bytes: int = Field(default=DEFAULT_MAX_HL7_MESSAGE_BYTES, gt=0)
     tls: TlsServerSettings | None = None
+    #: A connection silent this long, between messages or inside one, is closed (a partial message is quarantined).
+    idle_timeout_s: float = Field(default=DEFAULT_MLLP_IDLE_TIMEOUT_S, gt=0)
+    #: More simultaneous connections than this are closed at once; interface engines retry.
+    max_connections: int = Field(default=DEFAULT_MLLP_MAX_CONNECTIONS, ge=1, le=1024)
+    #: Listen without TLS on a non-loopback host (a TLS-terminating proxy, an isolated network): logged as a warning.
+    allow_plaintext: bool = False
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> Hl7InboxSettings:
+        # Checked even when disabled: `ecg-agent listen` runs the listener regardless of `enabled`.
+        if self.tls is None and not self.allow_plaintext and not is_loopback_host(self.host):
+            raise ValueError(
+                f"sources.hl7.host {self.host!r} is not a loopback address and [sources.hl7.tls] is not set: "
+                "HL7 messages carry PHI; configure TLS, or set sources.hl7.allow_plaintext = true if the network "
+                "path is protected otherwise"
+            )
+        return self
 
 
 class WfdbFolderSettings(_Section):
@@ -285,8 +325,11 @@ class AgentSettings(BaseSettings):
         return init_settings, env_settings, file_secret_settings, TomlConfigSettingsSource(settings_cls)
 
     def redacted(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets masked: safe to print or log."""
-        return self.model_dump(mode="json")
+        """The effective settings as plain data, secrets masked: safe to print or log.
+
+        ``SecretStr`` fields print as stars; any other URL keeps its user but not its password.
+        """
+        return mask_secrets_in(self.model_dump(mode="json"))
 
 
 def load_settings(
@@ -300,6 +343,8 @@ def load_settings(
         raise ConfigError(f"agent config file {config_file} does not exist")
     if secrets_dir is not None and not secrets_dir.is_dir():
         raise ConfigError(f"secrets folder {secrets_dir} does not exist")
+    if config_file is not None:
+        _refuse_secrets_in_file(config_file)
 
     class _Configured(AgentSettings):
         model_config = SettingsConfigDict(toml_file=config_file, secrets_dir=secrets_dir)
@@ -310,6 +355,42 @@ def load_settings(
         raise ConfigError(f"invalid agent settings ({config_file or 'no config file'}): {_describe(exc)}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"agent config file {config_file} is not valid TOML: {exc}") from exc
+
+
+def _refuse_secrets_in_file(config_file: Path) -> None:
+    """Refuse a password (or token) written into the TOML file; name where it belongs instead.
+
+    Refused, not warned about: the file is configuration, readable by design (a Kubernetes ConfigMap,
+    /etc/ecg-agent/agent.toml under configuration management, a copy pasted into a ticket), and a
+    warning scrolls out of the journal while the password stays in the file. Moving it costs one
+    step, and ``config check`` says which.
+    """
+    try:
+        data = tomllib.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return  # the settings source reports an unreadable file below, with its own message
+    for path, value in _strings(data):
+        if holds_secret(value):
+            raise ConfigError(f"agent config file {config_file}: {'.'.join(path)} holds a password or token; "
+                              f"{_where_secrets_go(path)}")  # fmt: skip
+
+
+def _strings(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(data, str):
+        yield path, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _strings(value, (*path, str(index)))
+
+
+def _where_secrets_go(path: tuple[str, ...]) -> str:
+    variable = ENV_PREFIX + "__".join(path).upper()
+    if len(path) == 1:  # secret files hold top-level settings only
+        return f"put the value in the secret file {variable} in --secrets-dir, or the environment variable {variable}"
+    return f"put the value in the environment variable {variable}, or use the section's *_file settings"
 
 
 def _describe(error: ValidationError) -> str:

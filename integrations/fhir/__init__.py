@@ -1,8 +1,8 @@
 """FHIR R4: the client (retries, auth), ECG Observation mapping, incremental pull and result write-back.
 
-- :mod:`.config`: :class:`FhirConfig`, :class:`RetryPolicy`, :class:`SmartBackendConfig`
+- :mod:`.config`: :class:`FhirConfig`, :class:`RetryPolicy`, :class:`FlowPolicy`, :class:`SmartBackendConfig`
 - :mod:`.auth`: :class:`BearerTokenAuth`, :class:`SmartBackendAuth` (httpx auth flows)
-- :mod:`.client`: :class:`FhirClient`
+- :mod:`.client`: :class:`FhirClient` (flow control in :mod:`.flow`, paging guard in :mod:`.paging`)
 - :mod:`.ecg_mapping`: ECG Observation ⇄ :class:`~integrations.ecg.EcgRecord`
 - :mod:`.ecg_leads`: which lead a component's code names (MDC, LOINC, SNOMED CT)
 - :mod:`.pull`: :func:`pull_ecgs`, the incremental pull
@@ -12,17 +12,19 @@
 
 from integrations.fhir.auth import BearerTokenAuth, SmartBackendAuth
 from integrations.fhir.client import CreateOutcome, FhirClient
-from integrations.fhir.config import FhirConfig, RetryPolicy, SmartBackendConfig
+from integrations.fhir.config import FhirConfig, FlowPolicy, RetryPolicy, SmartBackendConfig
 from integrations.fhir.ecg_mapping import ecg_to_observation, observation_to_ecg
 from integrations.fhir.errors import (
     EcgRejectReason,
     FhirAuthError,
+    FhirCircuitOpenError,
     FhirError,
     FhirHttpError,
     FhirProtocolError,
     FhirResourceInvalidError,
     FhirUnavailableError,
     InvalidEcgObservation,
+    PagingLoopError,
 )
 from integrations.fhir.pull import (
     EcgPull,
@@ -51,6 +53,7 @@ __all__ = [
     "EcgReference",
     "EcgRejectReason",
     "FhirAuthError",
+    "FhirCircuitOpenError",
     "FhirClient",
     "FhirConfig",
     "FhirError",
@@ -59,9 +62,11 @@ __all__ = [
     "FhirResourceInvalidError",
     "FhirUnavailableError",
     "Finding",
+    "FlowPolicy",
     "InvalidEcgObservation",
     "ModelInfo",
     "ObservationVersion",
+    "PagingLoopError",
     "PullItem",
     "PulledEcg",
     "RejectedObservation",

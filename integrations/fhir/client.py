@@ -1,7 +1,9 @@
-"""The FHIR R4 REST client: httpx underneath, retries and error translation in one place.
+"""The FHIR R4 REST client: httpx underneath, retries, flow control and error translation in one place.
 
 Every request goes through :meth:`FhirClient._send`, which retries connection errors, 429 and 5xx
 (see :mod:`integrations.fhir.retry`) and turns every other failure into :mod:`integrations.fhir.errors`.
+Each attempt takes a slot from the client's flow control (:mod:`integrations.fhir.flow`): an adaptive
+concurrency limit and a circuit breaker shared by all threads using the client.
 Resources travel as JSON objects (``dict``); the typed views live in the mapping modules.
 """
 
@@ -19,6 +21,8 @@ import httpx
 
 from integrations.fhir.config import FhirConfig
 from integrations.fhir.errors import FhirError, FhirHttpError, FhirProtocolError, FhirUnavailableError
+from integrations.fhir.flow import FlowControl, Outcome, Slot
+from integrations.fhir.paging import PagingGuard
 from integrations.fhir.retry import RETRYABLE_TRANSPORT_ERRORS, backoff_delay_s, is_retryable_status, retry_after_s
 
 logger = logging.getLogger(__name__)
@@ -38,10 +42,11 @@ class CreateOutcome:
 
 
 class FhirClient:
-    """A FHIR R4 server at ``config.base_url``.
+    """A FHIR R4 server at ``config.base_url``; safe to share between threads (they share its flow control).
 
-    ``transport``, ``sleep``, ``clock`` and ``rng`` are injectable so unit tests run against an
-    :class:`httpx.MockTransport` without waiting.
+    ``transport``, ``sleep``, ``clock`` (wall time, for ``Retry-After`` dates), ``monotonic`` (for budgets,
+    holds and cool-downs) and ``rng`` are injectable so unit tests run against an :class:`httpx.MockTransport`
+    without waiting.
     """
 
     def __init__(
@@ -52,12 +57,15 @@ class FhirClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._sleep = sleep
         self._clock = clock
+        self._monotonic = monotonic
         self._rng = rng or random.Random()
+        self.flow = FlowControl(config.flow, abandoned_hold_s=config.abandoned_hold_s, clock=monotonic)
         self._http = httpx.Client(
             base_url=config.base_url.rstrip("/") + "/",
             auth=auth,
@@ -80,14 +88,21 @@ class FhirClient:
         return self._json(self._send("GET", f"{resource_type}/{resource_id}"), expect=resource_type)
 
     def search_pages(self, resource_type: str, params: dict[str, str]) -> Iterator[JsonObject]:
-        """Searchset Bundles, first page then each ``next`` link, followed as an opaque URL."""
-        bundle = self._json(self._send("GET", resource_type, params=params), expect="Bundle")
+        """Searchset Bundles, first page then each ``next`` link, followed as an opaque URL.
+
+        Raises :class:`PagingLoopError` instead of following a link already followed, or on from
+        pages that bring no new entry (see :mod:`integrations.fhir.paging`).
+        """
+        response = self._send("GET", resource_type, params=params)
+        guard = PagingGuard(shown_url(response.request.url))
         while True:
+            bundle = self._json(response, expect="Bundle")
             yield bundle
             next_url = next_link(bundle)
             if next_url is None:
                 return
-            bundle = self._json(self._send("GET", next_url), expect="Bundle")
+            guard.check(shown_url(response.request.url), bundle, self._shown_url(next_url))
+            response = self._send("GET", next_url)
 
     def create(self, resource: JsonObject, *, if_none_exist: str | None = None) -> CreateOutcome:
         """POST a resource; with ``if_none_exist`` (a query string) the server returns a match instead (200)."""
@@ -106,44 +121,62 @@ class FhirClient:
         return self._json(response, expect="Bundle")
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send with retries; return a 2xx response or raise a :class:`FhirError`."""
+        """Send with retries; return a 2xx response or raise a :class:`FhirError`.
+
+        :class:`~integrations.fhir.errors.FhirCircuitOpenError` (the breaker is open) is raised at once,
+        never retried: the server has already been given its chances.
+        """
         policy = self.config.retry
-        waited_s = 0.0
+        spent_s = 0.0  # attempts and back-off: the budget covers the request's whole life
         attempt = 1
         while True:
+            started_s = self._monotonic()
             response, failure, wait_hint_s = self._attempt(method, url, **kwargs)
+            spent_s += self._monotonic() - started_s
             if response is not None:
                 return response
             delay_s = wait_hint_s if wait_hint_s is not None else backoff_delay_s(policy, attempt, self._rng)
-            if attempt >= policy.max_attempts or waited_s + delay_s > policy.budget_s:
-                raise FhirUnavailableError(method, self._full_url(url), attempt, failure)
+            if attempt >= policy.max_attempts or spent_s + delay_s > policy.budget_s:
+                raise FhirUnavailableError(method, self._shown_url(url), attempt, failure)
             logger.warning("%s %s failed (%s); retry %d in %.2f s", method, url, failure, attempt, delay_s)
             self._sleep(delay_s)
-            waited_s += delay_s
+            spent_s += delay_s
             attempt += 1
 
     def _attempt(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response | None, str, float | None]:
         """One try: (response, "", None) on success, (None, failure, Retry-After seconds) if worth a retry."""
-        try:
-            response = self._http.request(method, url, **kwargs)
-        except RETRYABLE_TRANSPORT_ERRORS as exc:
-            return None, f"{type(exc).__name__}: {exc}", None
-        except httpx.HTTPError as exc:
-            raise FhirError(f"{method} {self._full_url(url)}: {type(exc).__name__}: {exc}") from exc
-        if response.is_success:
-            return response, "", None
-        if is_retryable_status(response.status_code):
-            wait_hint_s = retry_after_s(response.headers.get("Retry-After"), self._clock())
-            return None, f"HTTP {response.status_code}", wait_hint_s
-        raise FhirHttpError(method, str(response.request.url), response.status_code, outcome_text(response))
+        with self.flow.slot(method, self._shown_url(url)) as slot:
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except RETRYABLE_TRANSPORT_ERRORS as exc:
+                slot.outcome = _transport_outcome(exc)
+                return None, f"{type(exc).__name__}: {exc}", None
+            except httpx.HTTPError as exc:
+                raise FhirError(f"{method} {self._shown_url(url)}: {type(exc).__name__}: {exc}") from exc
+            return self._judge(method, response, slot)
 
-    def _full_url(self, url: str) -> str:
-        return str(self._http.base_url.join(url))
+    def _judge(
+        self, method: str, response: httpx.Response, slot: Slot
+    ) -> tuple[httpx.Response | None, str, float | None]:
+        """Sort an answer into success, worth a retry, or a :class:`FhirHttpError`, and tell the slot."""
+        if not is_retryable_status(response.status_code):
+            slot.outcome = Outcome.ANSWERED
+            if response.is_success:
+                return response, "", None
+            raise FhirHttpError(method, shown_url(response.request.url), response.status_code, outcome_text(response))
+        overloaded = response.status_code in (httpx.codes.TOO_MANY_REQUESTS, httpx.codes.SERVICE_UNAVAILABLE)
+        slot.outcome = Outcome.OVERLOADED if overloaded else Outcome.FAILED
+        wait_hint_s = retry_after_s(response.headers.get("Retry-After"), self._clock())
+        return None, f"HTTP {response.status_code}", wait_hint_s
+
+    def _shown_url(self, url: str) -> str:
+        """``url`` resolved against the base, as errors show it (without a password)."""
+        return shown_url(self._http.base_url.join(url))
 
     @staticmethod
     def _json(response: httpx.Response, *, expect: str) -> JsonObject:
         """The response body as a resource of type ``expect``, or :class:`FhirProtocolError`."""
-        url = str(response.request.url)
+        url = shown_url(response.request.url)
         content_type = response.headers.get("Content-Type", "")
         if "json" not in content_type:
             raise FhirProtocolError(url, f"expected FHIR JSON, got {content_type or 'no content type'}")
@@ -155,6 +188,22 @@ class FhirClient:
             found = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
             raise FhirProtocolError(url, f"expected a {expect}, got {found}")
         return body
+
+
+def shown_url(url: httpx.URL) -> str:
+    """``url`` as error messages show it: the user name kept (it says which account), a password never."""
+    if not url.password:
+        return str(url)
+    return str(url.copy_with(userinfo=url.userinfo.split(b":", 1)[0]))
+
+
+def _transport_outcome(error: httpx.TransportError) -> Outcome:
+    """A read or write timeout leaves the request with the server; a connect timeout is a server too busy to accept."""
+    if isinstance(error, httpx.ReadTimeout | httpx.WriteTimeout):
+        return Outcome.ABANDONED
+    if isinstance(error, httpx.TimeoutException):
+        return Outcome.OVERLOADED
+    return Outcome.FAILED
 
 
 def next_link(bundle: JsonObject) -> str | None:

@@ -7,6 +7,8 @@ every message names the request or the resource and the reason::
     └── FhirError                        anything from integrations.fhir
         ├── FhirHttpError                the server answered 4xx/5xx and a retry cannot help (status, outcome text)
         ├── FhirUnavailableError         connection errors, 429 or 5xx until the retry budget ran out
+        │   └── FhirCircuitOpenError     failing fast: the server failed too often in a row, cooling down
+        ├── PagingLoopError              a search whose next links loop or whose pages bring nothing new
         ├── FhirProtocolError            an answer that is not the FHIR JSON we asked for (HTML page, bad Bundle)
         ├── FhirAuthError                the token endpoint refused us, or the private key cannot be used
         ├── FhirResourceInvalidError     a resource we built fails R4 validation before it is sent (also ValueError)
@@ -44,6 +46,32 @@ class FhirUnavailableError(FhirError):
         self.url = url
         self.attempts = attempts
         self.last_failure = last_failure
+
+
+class FhirCircuitOpenError(FhirUnavailableError):
+    """Not sent: the server failed ``failures`` times in a row and calls fail fast for ``retry_in_s`` more seconds."""
+
+    def __init__(self, method: str, url: str, failures: int, retry_in_s: float) -> None:
+        FhirError.__init__(
+            self,
+            f"{method} {url}: not sent, the FHIR server failed {failures} time(s) in a row; "
+            f"calls fail fast for another {retry_in_s:.0f} s",
+        )
+        self.method = method
+        self.url = url
+        self.attempts = 0
+        self.last_failure = "circuit open"
+        self.failures = failures
+        self.retry_in_s = retry_in_s
+
+
+class PagingLoopError(FhirError):
+    """A search that would never end: a ``next`` link already followed, or pages that bring no new entry."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"search paging stopped at {url}: {reason}")
+        self.url = url
+        self.reason = reason
 
 
 class FhirProtocolError(FhirError):

@@ -16,6 +16,9 @@ also carries ``reject_reason``, the prefix a quarantine stores (``malformed``, `
         ├── MllpFramingError               a frame without a start block
         │   ├── FrameTooLargeError         a frame longer than the size limit
         │   └── TruncatedFrameError        the peer closed the connection mid-frame
+        │       └── StalledFrameError      the peer sent nothing mid-frame for the idle timeout
+        ├── MllpIdleTimeoutError           nothing received between frames for the idle timeout (also a TimeoutError)
+        ├── PlaintextListenerError         a listener on a non-loopback address without TLS, not explicitly allowed
         ├── MllpConnectionError            cannot connect, send or receive (also an OSError)
         │   └── AckTimeoutError            no ACK within the timeout (also a TimeoutError)
         └── AckError                       the peer's ACK is negative or answers another message
@@ -121,6 +124,30 @@ class TruncatedFrameError(MllpFramingError):
     def __init__(self, origin: str, reason: str, *, partial: bytes) -> None:
         super().__init__(origin, reason)
         self.partial = partial
+
+
+class StalledFrameError(TruncatedFrameError):
+    """The peer started a frame and then sent nothing for the idle timeout; ``partial`` is what had arrived."""
+
+
+class MllpIdleTimeoutError(Hl7Error, TimeoutError):
+    """The peer sent nothing between frames for the idle timeout: the connection is closed, nothing is lost."""
+
+    def __init__(self, origin: str, idle_timeout_s: float) -> None:
+        super().__init__(f"MLLP from {origin}: nothing received for {idle_timeout_s:g} s")
+        self.origin = origin
+        self.idle_timeout_s = idle_timeout_s
+
+
+class PlaintextListenerError(Hl7Error, ValueError):
+    """A listener asked to bind a non-loopback address without TLS, and plaintext was not explicitly allowed."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"MLLP listener on {host!r} without TLS: HL7 messages carry PHI; configure TLS, bind a loopback "
+            "address, or allow plaintext explicitly (behind a TLS-terminating proxy or on an isolated network)"
+        )
+        self.host = host
 
 
 class MllpConnectionError(Hl7Error, OSError):

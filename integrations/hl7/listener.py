@@ -16,18 +16,28 @@ An accepted message is committed to the inbox before ``AA`` is sent (MSA-2 echoe
 resend of a stored (MSH-3, MSH-4, MSH-10) is answered ``AA`` again and not stored twice. One
 connection carries any number of messages. A failure while handling one message is answered,
 recorded and logged, and never ends the listener.
+
+**Connections** are bounded: one silent for ``idle_timeout_s`` (between frames or inside one) is
+closed, a partial frame quarantined once; beyond ``max_connections`` a new one is closed at once (engines
+retry); after ``max_unreadable_frames`` frames in a row without a readable MSH the peer is not speaking
+HL7 and is disconnected. A non-loopback address needs TLS unless ``allow_plaintext`` says otherwise.
+
+**Quarantine rows name a stable item**, so a resend or a burst of garbage updates one row instead of
+adding thousands: a message with a readable MSH is ``msh=<MSH-3>|<MSH-4>|<MSH-10>``, bytes without one
+are the connection's, ``connection=<origin>#<accept time>``. Never the content: it holds PHI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import ssl
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
+from integrations.addresses import is_loopback_host
 from integrations.errors import IntegrationError
 from integrations.hl7.ack import build_ack
 from integrations.hl7.ecg_oru import scan_ecg_oru
@@ -37,6 +47,8 @@ from integrations.hl7.errors import (
     Hl7MessageError,
     Hl7ParseError,
     MllpFramingError,
+    MllpIdleTimeoutError,
+    PlaintextListenerError,
     TruncatedFrameError,
 )
 from integrations.hl7.message import Hl7Party, MessageHeader, read_header
@@ -49,8 +61,12 @@ DEFAULT_HOST = "127.0.0.1"
 #: The IANA port for HL7 over MLLP.
 DEFAULT_PORT = 2575
 DEFAULT_IDENTITY = Hl7Party(application="ECG_AGENT", facility="HOSPITAL")
-#: A connection with nothing to say for this long is closed; engines reconnect on their next message.
-DEFAULT_IDLE_TIMEOUT_S = 300.0
+#: A connection silent this long (between frames or inside one) is closed; engines reconnect on their next message.
+DEFAULT_IDLE_TIMEOUT_S = 120.0
+#: A hospital has a handful of interface engines; more connections than this are a misbehaving peer.
+DEFAULT_MAX_CONNECTIONS = 32
+#: Frames in a row without a readable MSH after which the peer is taken not to speak HL7 and disconnected.
+DEFAULT_MAX_UNREADABLE_FRAMES = 5
 INBOX_SOURCE = "mllp"
 QUARANTINE_KIND = "hl7_message"
 
@@ -68,7 +84,7 @@ class MllpListenerConfig:
     """Where and how to listen. ``port=0`` picks a free port; ``ssl_context`` turns on TLS.
 
     For mutual TLS, pass a server context with ``verify_mode = ssl.CERT_REQUIRED`` and the
-    clients' CA loaded.
+    clients' CA loaded. Without TLS only a loopback ``host`` is allowed, unless ``allow_plaintext``.
     """
 
     host: str = DEFAULT_HOST
@@ -76,7 +92,28 @@ class MllpListenerConfig:
     identity: Hl7Party = DEFAULT_IDENTITY
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_unreadable_frames: int = DEFAULT_MAX_UNREADABLE_FRAMES
+    allow_plaintext: bool = False
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout_s <= 0 or self.max_connections < 1 or self.max_unreadable_frames < 1:
+            raise ValueError("idle_timeout_s, max_connections and max_unreadable_frames must be positive")
+
+
+@dataclass(slots=True)
+class _Peer:
+    """One accepted connection: who, since when, and how many unreadable frames it sent in a row."""
+
+    origin: str
+    accepted_at: datetime
+    unreadable_frames: int = 0
+
+    @property
+    def raw_ref(self) -> str:
+        """The quarantine key for bytes that name no message: this connection."""
+        return f"connection={self.origin}#{self.accepted_at.isoformat(timespec='microseconds')}"
 
 
 class MllpListener:
@@ -96,10 +133,23 @@ class MllpListener:
         await self.stop()
 
     async def start(self) -> None:
+        """Bind and listen; :class:`PlaintextListenerError` for a non-loopback address without TLS."""
+        self._check_plaintext()
         self._server = await asyncio.start_server(
             self._serve_connection, self._config.host, self._config.port, ssl=self._config.ssl_context
         )
         logger.info("MLLP listener on %s:%d (TLS %s)", *self.address, self._config.ssl_context is not None)
+
+    def _check_plaintext(self) -> None:
+        if self._config.ssl_context is not None or is_loopback_host(self._config.host):
+            return
+        if not self._config.allow_plaintext:
+            raise PlaintextListenerError(self._config.host)
+        logger.warning(
+            "MLLP listener on %r WITHOUT TLS (allow_plaintext): HL7 messages cross the network in clear text; "
+            "keep this to a TLS-terminating proxy or an isolated network",
+            self._config.host,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -125,83 +175,114 @@ class MllpListener:
         self._server = None
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = writer.get_extra_info("peername")[:2]
+        peer = _Peer(origin=f"mllp://{host}:{port}", accepted_at=datetime.now(UTC))
+        if len(self._connections) >= self._config.max_connections:
+            logger.warning(
+                "MLLP connection from %s refused: %d connections open, the limit (max_connections); "
+                "the engine will retry",
+                peer.origin,
+                len(self._connections),
+            )
+            writer.close()
+            await _closed(writer)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        host, port = writer.get_extra_info("peername")[:2]
-        origin = f"mllp://{host}:{port}"
-        frames = MllpFrameReader(reader, origin=origin, max_message_bytes=self._config.max_message_bytes)
+        frames = MllpFrameReader(
+            reader,
+            origin=peer.origin,
+            max_message_bytes=self._config.max_message_bytes,
+            idle_timeout_s=self._config.idle_timeout_s,
+        )
         try:
-            while (ack := await self._next_ack(frames, origin)) is not None:
-                writer.write(frame(ack))
-                await writer.drain()
+            await self._converse(frames, writer, peer)
+        except MllpIdleTimeoutError as exc:
+            logger.info("MLLP connection %s closed: idle for %g s", peer.origin, exc.idle_timeout_s)
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
-            logger.info("MLLP connection %s ended: %s", origin, exc)
+            logger.info("MLLP connection %s ended: %s", peer.origin, exc)
         except asyncio.CancelledError:
             # stop() ends open connections this way. Returning instead of re-raising keeps asyncio's stream
             # callback (3.11) from logging the cancellation as an error. A message being stored meanwhile
             # gets no ACK: the sender resends it, and the dedupe answers AA.
-            logger.info("MLLP connection %s closed by shutdown", origin)
+            logger.info("MLLP connection %s closed by shutdown", peer.origin)
         finally:
             self._connections.discard(task)
             writer.close()
             await _closed(writer)
 
-    async def _next_ack(self, frames: MllpFrameReader, origin: str) -> bytes | None:
+    async def _converse(self, frames: MllpFrameReader, writer: asyncio.StreamWriter, peer: _Peer) -> None:
+        """Answer frames until the peer closes, stalls, or proves it does not speak HL7."""
+        while (ack := await self._next_ack(frames, peer)) is not None:
+            writer.write(frame(ack))
+            # A peer that does not read its ACKs would block us here forever: the idle timeout bounds it.
+            await asyncio.wait_for(writer.drain(), self._config.idle_timeout_s)
+            if peer.unreadable_frames >= self._config.max_unreadable_frames:
+                logger.warning(
+                    "MLLP connection %s closed: %d frames in a row without a readable MSH (not HL7)",
+                    peer.origin,
+                    peer.unreadable_frames,
+                )
+                return
+
+    async def _next_ack(self, frames: MllpFrameReader, peer: _Peer) -> bytes | None:
         """Read one frame and handle it; the ACK to send, or None when the connection is over."""
         try:
-            raw = await asyncio.wait_for(frames.read_frame(), self._config.idle_timeout_s)
-        except TruncatedFrameError as exc:
-            header = _header_or_none(exc.partial[len(START_BLOCK) :])
-            await self._quarantine(origin, exc.reason, exc.partial, header.control_id if header else None)
+            raw = await frames.read_frame()
+        except TruncatedFrameError as exc:  # also a frame stalled mid-way: no ACK can follow either
+            await self._quarantine(peer, exc.reason, _header_or_none(exc.partial[len(START_BLOCK) :]))
             return None
         except FrameTooLargeError as exc:
-            return await self._refuse_frame(origin, exc, exc.head)
+            return await self._refuse_frame(peer, exc, exc.head)
         except MllpFramingError as exc:
-            return await self._refuse_frame(origin, exc, b"")
+            return await self._refuse_frame(peer, exc, b"")
         if raw is None:
             return None
-        return await asyncio.to_thread(self._receive, raw, origin)
+        return await asyncio.to_thread(self._receive, raw, peer)
 
-    async def _refuse_frame(self, origin: str, error: MllpFramingError, head: bytes) -> bytes:
+    async def _refuse_frame(self, peer: _Peer, error: MllpFramingError, head: bytes) -> bytes:
         header = _header_or_none(head)
+        peer.unreadable_frames = 0 if header else peer.unreadable_frames + 1
+        await self._quarantine(peer, error.reason, header)
         control_id = header.control_id if header else None
-        await self._quarantine(origin, error.reason, head, control_id)
         return build_ack(header, sender=self._config.identity, error=Hl7ParseError(control_id, error.reason))
 
-    def _receive(self, raw: bytes, origin: str) -> bytes:
+    def _receive(self, raw: bytes, peer: _Peer) -> bytes:
         """Check, store and answer one message (blocking: runs in a worker thread)."""
         try:
-            return self._accept(raw, origin)
+            return self._accept(raw, peer)
         except Exception as exc:  # the per-message boundary: any failure is answered AE, the listener lives on
-            logger.exception("could not handle a message from %s", origin)
+            logger.exception("could not handle a message from %s", peer.origin)
             header = _header_or_none(raw)
             reason = f"not stored, internal error ({type(exc).__name__}); please resend"
             error = Hl7MessageError(header.control_id if header else None, reason, error_code=ERR_APPLICATION_INTERNAL)
             return build_ack(header, sender=self._config.identity, error=error)
 
-    def _accept(self, raw: bytes, origin: str) -> bytes:
+    def _accept(self, raw: bytes, peer: _Peer) -> bytes:
         header: MessageHeader | None = None
         try:
             header = read_header(raw)
             scan_ecg_oru(raw)
         except Hl7MessageError as exc:
-            self._store.add_quarantine(_quarantine_entry(origin, exc.reason, raw, exc.control_id))
-            logger.warning("refused %s from %s: %s", exc.control_id, origin, exc.reason)
+            peer.unreadable_frames = 0 if header else peer.unreadable_frames + 1
+            self._store.add_quarantine(_quarantine_entry(peer, exc.reason, header))
+            logger.warning("refused %s from %s: %s", exc.control_id, peer.origin, exc.reason)
             return build_ack(header, sender=self._config.identity, error=exc)
+        peer.unreadable_frames = 0
         is_new = self._store.add_inbox_message(_inbox_message(header, raw))
-        logger.info("%s %s from %s", "stored" if is_new else "duplicate", header.control_id, origin)
+        logger.info("%s %s from %s", "stored" if is_new else "duplicate", header.control_id, peer.origin)
         return build_ack(header, sender=self._config.identity)
 
-    async def _quarantine(self, origin: str, reason: str, raw: bytes, control_id: str | None) -> None:
+    async def _quarantine(self, peer: _Peer, reason: str, header: MessageHeader | None) -> None:
         """Record a frame we could not take; a store failure here is logged, the peer has its answer anyway."""
-        entry = _quarantine_entry(origin, reason, raw, control_id)
+        entry = _quarantine_entry(peer, reason, header)
         try:
             await asyncio.to_thread(self._store.add_quarantine, entry)
         except IntegrationError:
-            logger.exception("could not quarantine a frame from %s (%s)", origin, reason)
+            logger.exception("could not quarantine a frame from %s (%s)", peer.origin, reason)
             return
-        logger.warning("quarantined from %s: %s", origin, reason)
+        logger.warning("quarantined from %s: %s", peer.origin, reason)
 
 
 def _inbox_message(header: MessageHeader, raw: bytes) -> InboxMessage:
@@ -215,11 +296,18 @@ def _inbox_message(header: MessageHeader, raw: bytes) -> InboxMessage:
     )
 
 
-def _quarantine_entry(origin: str, reason: str, raw: bytes, control_id: str | None) -> QuarantineEntry:
-    """A quarantine row naming the message by MSH-10 and content hash (never by content: it holds PHI)."""
-    digest = hashlib.sha256(raw).hexdigest()
-    raw_ref = f"msh10={control_id or ''};sha256={digest};bytes={len(raw)}"
-    return QuarantineEntry(kind=QUARANTINE_KIND, origin=origin, reason=reason, raw_ref=raw_ref)
+def _quarantine_entry(peer: _Peer, reason: str, header: MessageHeader | None) -> QuarantineEntry:
+    """A quarantine row for the message its MSH names, or else for the connection (see the module docstring)."""
+    return QuarantineEntry(
+        kind=QUARANTINE_KIND, origin=peer.origin, reason=reason, raw_ref=_quarantine_ref(header, peer)
+    )
+
+
+def _quarantine_ref(header: MessageHeader | None, peer: _Peer) -> str:
+    """``msh=<MSH-3>|<MSH-4>|<MSH-10>`` (the dedupe key: a resend is the same item), else the connection."""
+    if header is None:
+        return peer.raw_ref
+    return f"msh={header.sender.application}|{header.sender.facility}|{header.control_id}"
 
 
 def _header_or_none(raw: bytes) -> MessageHeader | None:

@@ -3,13 +3,24 @@
 The reader never holds more than the size limit plus one read chunk: a frame that passes the
 limit is reported at once (:class:`FrameTooLargeError`), and its remainder is then skipped as it
 streams in, so the connection can carry on with the next frame.
+
+With an idle timeout, every read waits at most that long: a peer silent between frames ends the
+connection (:class:`MllpIdleTimeoutError`), one silent inside a frame ends it with what had
+arrived (:class:`StalledFrameError`), so a stalled peer cannot hold a connection open forever.
+Error reasons name no byte counts: they are part of the quarantine key and must repeat exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from integrations.hl7.errors import FrameTooLargeError, MllpFramingError, TruncatedFrameError
+from integrations.hl7.errors import (
+    FrameTooLargeError,
+    MllpFramingError,
+    MllpIdleTimeoutError,
+    StalledFrameError,
+    TruncatedFrameError,
+)
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
@@ -28,12 +39,23 @@ def frame(message: bytes) -> bytes:
 
 
 class MllpFrameReader:
-    """Successive MLLP frames from one connection; ``origin`` names the peer in errors."""
+    """Successive MLLP frames from one connection; ``origin`` names the peer in errors.
 
-    def __init__(self, reader: asyncio.StreamReader, *, origin: str, max_message_bytes: int) -> None:
+    ``idle_timeout_s`` bounds each wait for bytes (None: wait forever).
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        *,
+        origin: str,
+        max_message_bytes: int,
+        idle_timeout_s: float | None = None,
+    ) -> None:
         self._reader = reader
         self._origin = origin
         self._max_message_bytes = max_message_bytes
+        self._idle_timeout_s = idle_timeout_s
         self._buffer = bytearray()
         self._scanned_bytes = 0  # how much of the buffer is known to hold no end block
         self._skipping = False
@@ -42,8 +64,9 @@ class MllpFrameReader:
         """The next message, without its framing; ``None`` when the peer has closed between frames.
 
         Raises :class:`FrameTooLargeError` (the rest of that frame is skipped on the next call),
-        :class:`TruncatedFrameError` (EOF inside a frame) or :class:`MllpFramingError` (a frame
-        without a start block, consumed up to its end block).
+        :class:`TruncatedFrameError` (EOF inside a frame), :class:`StalledFrameError` (silence inside
+        a frame), :class:`MllpIdleTimeoutError` (silence between frames) or :class:`MllpFramingError`
+        (a frame without a start block, consumed up to its end block).
         """
         if self._skipping and not await self._skip_frame():
             return None
@@ -80,23 +103,35 @@ class MllpFrameReader:
         block = bytes(self._buffer[:end])
         del self._buffer[: end + len(END_BLOCK)]
         if not block.startswith(START_BLOCK):
-            raise MllpFramingError(self._origin, f"a {len(block)}-byte frame without the 0x0B start block")
+            raise MllpFramingError(self._origin, "a frame without the 0x0B start block")
         return block[len(START_BLOCK) :]
 
     def _at_eof(self) -> None:
         if self._buffer:
             partial = bytes(self._buffer)
             self._buffer.clear()
-            raise TruncatedFrameError(
-                self._origin, f"connection closed inside a frame after {len(partial)} bytes", partial=partial
-            )
+            raise TruncatedFrameError(self._origin, "connection closed inside a frame", partial=partial)
         return None
 
     async def _fill(self) -> bool:
         """Read one chunk into the buffer; False at EOF."""
-        chunk = await self._reader.read(READ_CHUNK_BYTES)
+        try:
+            async with asyncio.timeout(self._idle_timeout_s):  # no task per read, unlike wait_for
+                chunk = await self._reader.read(READ_CHUNK_BYTES)
+        except TimeoutError:
+            raise self._silence() from None
         self._buffer.extend(chunk)
         return bool(chunk)
+
+    def _silence(self) -> MllpIdleTimeoutError | StalledFrameError:
+        """The error for a read that timed out: inside a frame we had started reading, or between frames."""
+        assert self._idle_timeout_s is not None
+        if self._skipping or not self._buffer:  # the rest of a too-large frame was already reported
+            return MllpIdleTimeoutError(self._origin, self._idle_timeout_s)
+        partial = bytes(self._buffer)
+        self._buffer.clear()
+        reason = f"nothing received inside a frame for {self._idle_timeout_s:g} s"
+        return StalledFrameError(self._origin, reason, partial=partial)
 
     async def _skip_frame(self) -> bool:
         """Drop bytes up to the end of the too-large frame; False if the peer closed first."""

@@ -99,12 +99,12 @@ class RunningListener:
 
 @pytest.fixture
 def start_listener(store: Store) -> Iterator[Callable[..., RunningListener]]:
-    """``start_listener(**MllpListenerConfig fields)``: our listener on an ephemeral loopback port."""
+    """``start_listener(inbox=store, **MllpListenerConfig fields)``: our listener on an ephemeral loopback port."""
     loop_thread = LoopThread()
     started: list[MllpListener] = []
 
-    def start(**config: object) -> RunningListener:
-        listener = MllpListener(store, MllpListenerConfig(host=LOOPBACK, port=0, **config))  # type: ignore[arg-type]
+    def start(inbox: object = store, **config: object) -> RunningListener:
+        listener = MllpListener(inbox, MllpListenerConfig(host=LOOPBACK, port=0, **config))  # type: ignore[arg-type]
         loop_thread.run(listener.start())
         started.append(listener)
         return RunningListener(listener, *listener.address)

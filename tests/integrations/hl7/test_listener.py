@@ -172,7 +172,9 @@ def test_bad_input_is_refused_or_quarantined_and_nothing_else_is_lost(
     assert reason in quarantined.entry.reason
     assert quarantined.entry.kind == "hl7_message"
     assert quarantined.entry.origin.startswith("mllp://127.0.0.1:")
-    assert quarantined.entry.raw_ref.startswith(f"msh10={expected_ack[1] if expected_ack else 'CUT-1'};sha256=")
+    named = expected_ack[1] if expected_ack else "CUT-1"
+    expected_ref = f"msh=ECG_CART|CARDIOLOGY|{named}" if named else f"connection={quarantined.entry.origin}#"
+    assert quarantined.entry.raw_ref.startswith(expected_ref)
     assert store.get_inbox_message("ECG_CART", "CARDIOLOGY", "GOOD-1") is not None
     assert inbox_rows(store) == 1
 
