@@ -23,7 +23,7 @@ from agent.service import EXIT_LOCKED, EXIT_OK, AgentService
 from agent.settings import load_settings
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
-from integrations.store import QuarantineState, Store, StoredStudy, StudyStatus
+from integrations.store import QuarantineState, RunStatus, Store, StoredStudy, StudyStatus
 
 pytestmark = pytest.mark.slow
 N_TARGETS = 4  # the tiny artifact: 2 diagnoses + 2 lab targets
@@ -160,6 +160,7 @@ def test_a_run_killed_mid_batch_is_completed_by_the_rerun_with_nothing_lost_or_d
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == EXIT_OK, rerun.stdout + rerun.stderr
+    assert [run.status for run in store.list_runs()] == [RunStatus.SUCCEEDED, RunStatus.ABANDONED]
     assert _scored(store, hospital) == n_ecgs
     for ecg_id in hospital.ecg_ids:
         study = _study(store, ecg_id)

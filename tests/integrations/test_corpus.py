@@ -19,8 +19,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from agent.validation import ValidationRules, validate_record
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, select_leads
-from integrations.errors import EcgReadError, MissingLeadsError
+from integrations.errors import EcgReadError, InvalidEcgError, MissingLeadsError
 from integrations.fhir import EcgRejectReason, InvalidEcgObservation, observation_to_ecg
 from integrations.hl7 import Hl7MessageError, decode_ecg_oru, scan_ecg_oru
 from integrations.wfdb_files import read_wfdb
@@ -143,3 +144,24 @@ def test_the_real_recording_arrives_sample_for_sample(name):
 
     assert record.lead_names == MODEL_LEAD_ORDER
     np.testing.assert_allclose(record.signal_mv, recorded_mv, atol=1e-9)
+
+
+#: The demo model's input contract (100 Hz, 12 leads, 2.5 s windows), as the agent builds its rules from a manifest.
+AGENT_RULES = ValidationRules(required_leads=MODEL_LEAD_ORDER, min_duration_s=2.5, min_fs_hz=100.0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.case)
+def test_every_case_ends_as_the_table_says_after_the_agents_signal_checks(case):
+    """The whole way in: the decoder, then the agent's plausibility checks, which decide what is scored.
+
+    (The agent side lives in agent.validation; it is run here so one table speaks for the whole input path.)
+    """
+    try:
+        assessment = validate_record(decode(case), AGENT_RULES)
+    except (Hl7MessageError, InvalidEcgObservation, MissingLeadsError, EcgReadError) as refused:
+        assert (case.outcome, case.reason) == ("quarantined", refusal_reason(refused).split(": ")[0])
+        return
+    except InvalidEcgError as refused:
+        assert (case.outcome, case.reason) == ("quarantined", refused.reason.split(": ")[0]), refused.reason
+        return
+    assert case.outcome == ("scored-imputed" if assessment.altered else "scored"), assessment.summary()
