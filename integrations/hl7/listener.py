@@ -231,7 +231,7 @@ class MllpListener:
         try:
             raw = await frames.read_frame()
         except TruncatedFrameError as exc:  # also a frame stalled mid-way: no ACK can follow either
-            await self._quarantine(peer, exc.reason, _header_or_none(exc.partial[len(START_BLOCK) :]))
+            await self._quarantine(peer, f"malformed: {exc.reason}", _header_or_none(exc.partial[len(START_BLOCK) :]))
             return None
         except FrameTooLargeError as exc:
             return await self._refuse_frame(peer, exc, exc.head)
@@ -244,7 +244,7 @@ class MllpListener:
     async def _refuse_frame(self, peer: _Peer, error: MllpFramingError, head: bytes) -> bytes:
         header = _header_or_none(head)
         peer.unreadable_frames = 0 if header else peer.unreadable_frames + 1
-        await self._quarantine(peer, error.reason, header)
+        await self._quarantine(peer, f"malformed: {error.reason}", header)
         control_id = header.control_id if header else None
         return build_ack(header, sender=self._config.identity, error=Hl7ParseError(control_id, error.reason))
 
@@ -266,7 +266,7 @@ class MllpListener:
             scan_ecg_oru(raw)
         except Hl7MessageError as exc:
             peer.unreadable_frames = 0 if header else peer.unreadable_frames + 1
-            self._store.add_quarantine(_quarantine_entry(peer, exc.reason, header))
+            self._store.add_quarantine(_quarantine_entry(peer, exc.quarantine_reason, header))
             logger.warning("refused %s from %s: %s", exc.control_id, peer.origin, exc.reason)
             return build_ack(header, sender=self._config.identity, error=exc)
         peer.unreadable_frames = 0

@@ -63,7 +63,8 @@ class Feed(Protocol):
         """The same item arrives once more (a resend, a re-read, a copy)."""
 
 
-def _settings(tmp_path: Path, source_section: str) -> AgentSettings:
+def settings_for(tmp_path: Path, source_section: str) -> AgentSettings:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "agent.toml"
     config.write_text(
         f'database_url = "sqlite:///{tmp_path / "agent.db"}"\n'
@@ -80,11 +81,11 @@ class FhirFeed:
     def __init__(self, base_url: str, tmp_path: Path) -> None:
         self.system, self.code = "urn:test:ecg", uuid.uuid4().hex
         self.client = FhirClient(FhirConfig(base_url=base_url))
-        self.settings = _settings(
-            tmp_path,
+        self.section = (
             f'[sources.fhir]\nenabled = true\necg_code = "{self.system}|{self.code}"\npage_size = 3\n'
-            f'[sources.fhir.server]\nbase_url = "{base_url}"\nmax_retries = 1\n',
+            f'[sources.fhir.server]\nbase_url = "{base_url}"\nmax_retries = 1\n'
         )
+        self.settings = settings_for(tmp_path, self.section)
 
     def deliver(self, key: str, record: EcgRecord, *, time_text: str) -> None:
         observation = ecg_to_observation(record, subject_reference=f"Patient/{key}")
@@ -105,7 +106,8 @@ class Hl7Feed:
     name = "hl7"
 
     def __init__(self, tmp_path: Path) -> None:
-        self.settings = _settings(tmp_path, "[sources.hl7]\nenabled = true\n")
+        self.section = "[sources.hl7]\nenabled = true\n"
+        self.settings = settings_for(tmp_path, self.section)
         self.sent: dict[str, bytes] = {}
 
     def deliver(self, key: str, record: EcgRecord, *, time_text: str) -> None:
@@ -148,8 +150,9 @@ class WfdbFeed:
 
     def __init__(self, tmp_path: Path) -> None:
         self.folder = tmp_path / "drop"
-        self.folder.mkdir()
-        self.settings = _settings(tmp_path, f'[sources.wfdb]\nenabled = true\npath = "{self.folder}"\nsettle_s = 0\n')
+        self.folder.mkdir(parents=True)
+        self.section = f'[sources.wfdb]\nenabled = true\npath = "{self.folder}"\nsettle_s = 0\n'
+        self.settings = settings_for(tmp_path, self.section)
 
     def deliver(self, key: str, record: EcgRecord, *, time_text: str) -> None:
         base = write_wfdb(record, self.folder, key)

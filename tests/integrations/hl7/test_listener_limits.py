@@ -97,7 +97,7 @@ def test_a_peer_that_stalls_inside_a_frame_is_closed_and_the_partial_frame_quara
     time.sleep(3 * IDLE_TIMEOUT_S)  # nothing more is recorded for that connection later
     [entry] = recording.quarantined
     assert entry.raw_ref == "msh=ECG_CART|CARDIOLOGY|STALL-1"
-    assert entry.reason == f"nothing received inside a frame for {IDLE_TIMEOUT_S:g} s"
+    assert entry.reason == f"malformed: nothing received inside a frame for {IDLE_TIMEOUT_S:g} s"
 
 
 def test_a_start_byte_and_a_few_bytes_then_silence_is_quarantined_under_the_connection(start, recording):
@@ -173,7 +173,7 @@ def test_every_resend_of_a_refused_message_is_quarantined_under_the_same_key(sta
             assert msa(client.send_message(refused)) == ("AR", "RESENT-1")
     assert len(recording.quarantined) == 5
     assert {(e.raw_ref, e.reason) for e in recording.quarantined} == {
-        ("msh=ECG_CART|CARDIOLOGY|RESENT-1", "message type 'ADT^A01' is not ORU^R01")
+        ("msh=ECG_CART|CARDIOLOGY|RESENT-1", "unsupported: message type 'ADT^A01' is not ORU^R01")
     }
 
 
@@ -204,7 +204,7 @@ def test_a_peer_that_sends_only_unreadable_frames_is_disconnected(start, recordi
     with socket.create_connection((LOOPBACK, port), timeout=SOCKET_TIMEOUT_S) as connection:
         connection.sendall(garbage)
         assert closed_by_listener(connection)
-    assert [e.reason for e in recording.quarantined] == ["not an HL7 v2 message (no MSH segment)"] * 3
+    assert [e.reason for e in recording.quarantined] == ["malformed: not an HL7 v2 message (no MSH segment)"] * 3
     with MLLPClient(LOOPBACK, port) as engine:  # a real engine is not affected
         assert msa(engine.send_message(oru_bytes("AFTER-1"))) == ("AA", "AFTER-1")
 
