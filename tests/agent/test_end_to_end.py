@@ -23,6 +23,8 @@ from agent.service import EXIT_LOCKED, EXIT_OK, AgentService
 from agent.settings import load_settings
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
+from integrations.fhir.supersede import ACTIVE_STATUSES
+from integrations.fhir.writeback import ECG_IDENTIFIER_SYSTEM
 from integrations.store import QuarantineState, Store, StoredStudy, StudyStatus
 
 pytestmark = pytest.mark.slow
@@ -75,9 +77,15 @@ class Hospital:
         response = httpx.put(f"{self.base_url}/Observation/{observation_id}", json=observation, timeout=30)
         response.raise_for_status()
 
-    def findings_for(self, ecg_id: str) -> list[dict]:
-        bundles = self.client.search_pages("Observation", {"derived-from": f"Observation/{ecg_id}", "_count": "200"})
-        return [entry["resource"] for bundle in bundles for entry in bundle.get("entry", [])]
+    def findings_for(self, ecg_id: str, *, active_only: bool = True) -> list[dict]:
+        """The findings written for an ECG (any of its versions), found as an EHR would: by the ECG's identifier."""
+        params = {"identifier": f"{ECG_IDENTIFIER_SYSTEM}|{ecg_id}", "_count": "200"}
+        found = [
+            entry["resource"]
+            for page in self.client.search_pages("Observation", params)
+            for entry in page.get("entry", [])
+        ]
+        return [f for f in found if not active_only or f["status"] in ACTIVE_STATUSES]
 
     def deploy_model(self, artifact: Path, store: Store) -> None:
         registry = ModelRegistry(store, self.settings.registry_dir, actor="test")
@@ -125,11 +133,12 @@ def test_run_once_scores_stores_and_writes_back_and_a_second_run_adds_nothing(ho
 def test_written_observations_carry_the_ai_label_the_model_device_and_the_ecg(hospital):
     hospital.seed(1)
     AgentService(hospital.settings).run_once(progress=False)
+    version = hospital.client.read("Observation", hospital.ecg_ids[0])["meta"]["versionId"]
     for finding in hospital.findings_for(hospital.ecg_ids[0]):
         assert finding["meta"]["security"][0]["code"] == "AIAST"
-        assert finding["status"] == "preliminary" and finding["valueQuantity"]["unit"] == "1"
+        assert finding["status"] == "preliminary" and finding["valueQuantity"]["code"] == "1"
         assert finding["device"]["reference"].startswith("Device/")
-        assert {"reference": f"Observation/{hospital.ecg_ids[0]}"} in finding["derivedFrom"]
+        assert {"reference": f"Observation/{hospital.ecg_ids[0]}/_history/{version}"} in finding["derivedFrom"]
 
 
 def test_a_second_agent_process_exits_cleanly_while_a_run_holds_the_lock(hospital):
