@@ -103,13 +103,13 @@ def build_artifact(
 @pytest.fixture(scope="session")
 def artifact_factory(tmp_path_factory) -> Callable[..., Path]:
     """Artifacts by version (and the labels they chart), built once per session (about a second each)."""
-    built: dict[tuple[str, frozenset[str]], Path] = {}
+    built: dict[tuple[str, frozenset[str], float], Path] = {}
 
-    def make(version: str, charted: frozenset[str] = ALL_CHARTED) -> Path:
-        key = (version, frozenset(charted))
+    def make(version: str, charted: frozenset[str] = ALL_CHARTED, *, threshold: float = 0.5) -> Path:
+        key = (version, frozenset(charted), threshold)
         if key not in built:
             out_dir = tmp_path_factory.mktemp(f"artifact-{version}")
-            built[key] = build_artifact(out_dir, version, seed=len(built), charted=key[1])
+            built[key] = build_artifact(out_dir, version, seed=len(built), charted=key[1], threshold=threshold)
         return built[key]
 
     return make
@@ -156,9 +156,13 @@ class Hospital:
         self.settings = load_settings(self.config)
         self.ecg_ids: list[str] = []
 
-    def seed(self, count: int, *, start: int = 0) -> None:
+    def seed(self, count: int, *, start: int = 0, flat_lead: str | None = None) -> None:
+        """``count`` ECGs; ``flat_lead``: that lead held at 0 mV (a loose electrode), for the agent to repair."""
         for index in range(start, start + count):
-            observation = ecg_to_observation(ecg_record(index), subject_reference=f"Patient/p{index}")
+            record = ecg_record(index)
+            if flat_lead is not None:
+                record.signal_mv[record.lead_names.index(flat_lead)] = 0.0
+            observation = ecg_to_observation(record, subject_reference=f"Patient/p{index}")
             observation["code"] = {"coding": [{"system": self.system, "code": self.code}]}
             self.ecg_ids.append(self.client.create(observation).resource["id"])
 
@@ -192,9 +196,22 @@ class Hospital:
 
 
 @pytest.fixture
-def hospital(fhir_base_url, tmp_path, artifact_factory) -> Hospital:
-    hospital = Hospital(fhir_base_url, tmp_path)
-    store = AgentService(hospital.settings).store
-    hospital.deploy_model(artifact_factory("1.0.0"), store)
-    yield hospital
-    hospital.client.close()
+def hospital_with(fhir_base_url, tmp_path) -> Callable[[Path], Hospital]:
+    """A hospital whose agent runs the artifact given (one per test)."""
+    hospitals: list[Hospital] = []
+
+    def make(artifact: Path) -> Hospital:
+        hospital = Hospital(fhir_base_url, tmp_path)
+        hospital.deploy_model(artifact, AgentService(hospital.settings).store)
+        hospitals.append(hospital)
+        return hospital
+
+    yield make
+    for hospital in hospitals:
+        hospital.client.close()
+
+
+@pytest.fixture
+def hospital(hospital_with, artifact_factory) -> Hospital:
+    """A hospital whose agent runs model 1.0.0, every label charted."""
+    return hospital_with(artifact_factory("1.0.0"))
