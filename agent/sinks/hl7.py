@@ -64,18 +64,18 @@ class Hl7ResultSink:
         versions = study_versions(self._store, payload)
         if versions.superseded:
             return None
-        findings = tuple(_hl7_finding(finding) for finding in charted_findings(payload, self._manifests))
+        charted = charted_findings(payload, self._manifests)
         retracted: tuple[Hl7Finding, ...] = ()
         if versions.corrects is not None:
             earlier = sent_payload(self._store, self.destination, versions.corrects, prefer=payload.model.version)
             before = charted_findings(earlier, self._manifests) if earlier is not None else []
-            still = {finding.target for finding in charted_findings(payload, self._manifests)}
+            still = {finding.target for finding in charted}
             retracted = tuple(_hl7_finding(finding) for finding in before if finding.target not in still)
         results = EcgResults(
             ecg_record_id=payload.source_id,
             subject_id=payload.patient_ref,
             acquired_at=payload.acquired_at or datetime.now(UTC),
-            findings=findings,
+            findings=tuple(_hl7_finding(finding) for finding in charted),
             model=ModelInstance(name=payload.model.name, version=payload.model.version),
             correction=versions.corrects is not None,
             retracted=retracted,

@@ -2,7 +2,7 @@
 
 For one scored ECG: a Device for the model version, one Observation per diagnosis and one per
 predicted lab abnormality, sent as transaction Bundles. Every entry is a conditional create
-(``request.ifNoneExist`` on a deterministic identifier: ECG id / model version / target), so a retry
+(``request.ifNoneExist`` on a deterministic identifier: ECG id / ECG version / model version / target), so a retry
 or a second run finds the resources already there and creates nothing. Entries refer to each other
 by ``urn:uuid`` fullUrls, which the server rewrites to the stored ids (or to the existing matches).
 Servers cap the size of such transactions (Medplum: 8 entries), so a larger write-back goes as several
@@ -15,12 +15,13 @@ in R4, ``hasMember`` makes the parent a grouping (a panel whose members are its 
 reads: the diagnosis probability is supported by these predicted labs. It also keeps every input of a
 finding, the ECG and the labs, in one list that consumers already follow for provenance.
 
-Each Observation carries ``meta.security`` AIAST (AI-asserted), status ``preliminary`` (configurable), the probability
-as a ``valueQuantity`` with unit ``1``, interpretation POS/NEG (diagnoses) or H/L (labs; NEG when a
-lab abnormality is predicted absent, since "not high" is not "normal"), ``derivedFrom`` the ECG (its
-Observation here, or its identifier when it reached us as HL7 v2) and ``device`` the model Device. The
-codes come from the caller (the model manifest): this package imports nothing of ours, hence the input
-dataclasses below.
+Each Observation is shaped by :mod:`integrations.fhir.ai_finding` (our own code, never a lab's LOINC;
+the probability with unit ``1``; an AI-assessment category; AIAST; notes), status ``preliminary``
+(configurable), ``derivedFrom`` the ECG version (its Observation here, or its identifier when it
+reached us as HL7 v2) and ``device`` the model Device. Besides its own identifier, every finding
+carries the ECG's (:data:`ECG_IDENTIFIER_SYSTEM`), so the findings of a corrected ECG's earlier
+versions are found and retired (:mod:`integrations.fhir.supersede`). The codes come from the caller
+(the model manifest): this package imports nothing of ours, hence the input dataclasses.
 """
 
 from __future__ import annotations
