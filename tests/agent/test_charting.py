@@ -16,6 +16,8 @@ import pytest
 
 from agent.registry import ModelRegistry
 from agent.sinks.charting import charted_findings, quality_note
+from agent.sinks.corrections import study_versions
+from agent.sinks.fhir import FhirResultSink
 from agent.sinks.hl7 import Hl7ResultSink
 from agent.sinks.manifests import ManifestIndex
 from agent.sinks.payload import ModelRef, PayloadExplanation, PayloadFinding, ResultPayload
@@ -145,3 +147,28 @@ def test_a_corrected_ecg_sends_corrections_and_deletes_what_it_no_longer_finds(s
     probabilities = [obx[2] for obx in _obxs(hl7_sink.message(corrected)) if obx[0] == "NM"]
     assert probabilities == ["0.6000", "0.7000", "0.7000"]  # the corrected ones, then the deleted one's as sent
     assert hl7_sink.message(first) is None  # the earlier version's results are superseded: never sent again
+
+
+class _NoServer:
+    """A FHIR client that must not be used: a superseded payload is dropped before any request."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the FHIR server was asked {name}")
+
+
+def test_the_results_of_a_version_a_later_scored_one_replaced_are_never_written(store, tmp_path, artifact_factory):
+    _register(store, artifact_factory("1.0.0"), tmp_path)
+    first = _payload(_study(store, "1"), "1", {"I48": 0.8})
+    _study(store, "2")  # the corrected ECG, scored: its own payload retires what the first one wrote
+
+    FhirResultSink(_NoServer(), ManifestIndex(store), store).send(first)  # a late retry: no request at all
+
+
+def test_a_later_version_that_could_not_be_scored_supersedes_nothing(store):
+    first = _payload(_study(store, "1"), "1", {"I48": 0.8})
+    broken = store.upsert_study(EcgStudy("fhir", "ecg-9", "2", 500.0, ("I",)))
+    store.set_study_status(broken.id, StudyStatus.FAILED, error="quarantined")
+
+    versions = study_versions(store, first)
+
+    assert not versions.superseded and versions.corrects is None
