@@ -12,7 +12,7 @@ from integrations.fhir.supersede import RETIRED_STATUS
 from integrations.fhir.writeback import DEFAULT_FINDING_IDENTIFIER_SYSTEM
 
 pytestmark = pytest.mark.slow
-MODEL = ModelInfo(name="ecg-ck", version="1.2.0", sha256="ef" * 32)
+MODEL = ModelInfo(name="ecg-ck", version="1.2.0", sha256="5e" * 32)  # a Device of its own
 LAB = Finding(target="potassium_high", kind="lab", code="2823-3", system="http://loinc.org",
               display="Potassium high", probability=0.81, positive=True, lab_direction="high")  # fmt: skip
 DIAGNOSIS = Finding(target="I48", kind="diagnosis", code="I48", system="http://hl7.org/fhir/sid/icd-10-cm",
