@@ -511,5 +511,5 @@ def _payload(entry: _Admitted, result: ScoredEcg, active: LoadedModel) -> Result
 
 
 def _outbox_message(destination: str, payload: ResultPayload) -> OutboxMessage:
-    key = f"{destination}|{payload.source}|{payload.source_id}|{payload.source_version}|{payload.model.version}"
-    return OutboxMessage(destination=destination, idempotency_key=key, payload=payload.to_json())
+    return OutboxMessage(destination=destination, idempotency_key=payload.outbox_key(destination),
+                         payload=payload.to_json())  # fmt: skip

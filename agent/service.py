@@ -158,7 +158,12 @@ def build_sinks(settings: AgentSettings, store: Store, stack: ExitStack) -> list
         )
         sinks.append(
             FhirResultSink(
-                client, manifests, config=config, max_in_flight=fhir.max_in_flight, patient_systems=patient_systems
+                client,
+                manifests,
+                store,
+                config=config,
+                max_in_flight=fhir.max_in_flight,
+                patient_systems=patient_systems,
             )
         )
     hl7 = settings.sinks.hl7
@@ -166,7 +171,7 @@ def build_sinks(settings: AgentSettings, store: Store, stack: ExitStack) -> list
         assert hl7.host is not None
         context = ssl.create_default_context(cafile=str(hl7.tls_ca_file)) if hl7.tls_ca_file else None
         factory = partial(MllpClient, hl7.host, hl7.port, ssl_context=context, ack_timeout_s=hl7.ack_timeout_s)
-        sinks.append(Hl7ResultSink(factory, manifests))
+        sinks.append(Hl7ResultSink(factory, manifests, store))
     return sinks
 
 

@@ -114,15 +114,23 @@ def decode_text(n_samples: int = 5000, repeats: int = 200) -> dict[str, float]:
     return rates
 
 
+#: What the agent notes on every charted finding: the label's validation figures and what was done to the signal.
+NOTES = (
+    "Validated on 200 ECGs: sensitivity 71 %, PPV 42 % at 10 % prevalence, AUROC 0.92 (95 % CI 0.86–0.97); "
+    "model bench-model 1.0.0. Not a measurement.",
+    "Signal: lead II imputed from I and III (flat-lead: held at 0.000 mV for the whole record)",
+)
+
+
 def findings() -> list[Finding]:
     labs = [
         Finding(target=t, kind="lab", code=f"lab-{i}", system="http://loinc.org", display=t, probability=0.7,
-                positive=i % 2 == 0, lab_direction="high" if t.endswith("high") else "low")
+                positive=i % 2 == 0, lab_direction="high" if t.endswith("high") else "low", notes=NOTES)
         for i, t in enumerate(LABS)
     ]  # fmt: skip
     diagnoses = [
         Finding(target=t, kind="diagnosis", code=t, system="http://hl7.org/fhir/sid/icd-10-cm", display=t,
-                probability=0.4, positive=False, explained_by=(LABS[i],))
+                probability=0.4, positive=False, explained_by=(LABS[i],), notes=NOTES)
         for i, t in enumerate(DIAGNOSES)
     ]  # fmt: skip
     return labs + diagnoses
@@ -137,7 +145,10 @@ def writeback(client: FhirClient, ecg_ids: list[str], model_version: str) -> dic
         created = 0
         for ecg_id in ecg_ids:
             ecg = EcgReference(
-                observation_id=ecg_id, subject_reference=None, effective_at=datetime(2024, 5, 1, tzinfo=UTC)
+                observation_id=ecg_id,
+                version="1",
+                subject_reference=None,
+                effective_at=datetime(2024, 5, 1, tzinfo=UTC),
             )
             created += write_back(client, ecg, model, findings()).created
         wall_s = time.perf_counter() - start
@@ -152,7 +163,10 @@ def writeback_client_side(n_ecgs: int = 50) -> dict[str, float]:
     start = time.perf_counter()
     for index in range(n_ecgs):
         ecg = EcgReference(
-            observation_id=f"e{index}", subject_reference=None, effective_at=datetime(2024, 5, 1, tzinfo=UTC)
+            observation_id=f"e{index}",
+            version="1",
+            subject_reference=None,
+            effective_at=datetime(2024, 5, 1, tzinfo=UTC),
         )
         build_writeback_bundle(ecg, model, findings())
     wall_s = time.perf_counter() - start

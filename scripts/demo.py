@@ -5,7 +5,8 @@
    broken ones (no components; only 11 leads) to show the quarantine;
 3. register and promote the trained model with ``ecg-agent model``;
 4. ``ecg-agent run-once``: pull, validate, score, store in SQLite, write back to FHIR;
-5. print a summary (scored, quarantined, written back, top findings) and write one
+5. print a summary (scored, quarantined, written back, charted findings per ECG and the share of
+   ECGs with at least one, top findings) and write one
    annotated 12-lead PNG with ``ecg-agent report``.
 
     .venv/bin/python scripts/demo.py --data data/sim --run out/demo
@@ -24,6 +25,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
+from integrations.fhir.supersede import ACTIVE_STATUSES
+from integrations.fhir.writeback import ECG_IDENTIFIER_SYSTEM
 from integrations.store import Store, TargetKind
 from integrations.wfdb_files import read_wfdb
 from model_training.data.layout import DataLayout
@@ -123,7 +126,12 @@ def _summary(config: Path, work: Path, version: str, base_url: str) -> Path:
     print("\n| what | count |\n|---|---:|")
     for name in ("pulled", "scored", "quarantined", "written_back", "writeback_failed"):
         print(f"| {name.replace('_', ' ')} | {run.counts.get(name, 0)} |")
-    print(f"| finding Observations in FHIR | {_count_fhir_findings(base_url, studies)} |")
+    charted = _charted_findings_per_ecg(base_url, studies)
+    scored_ecgs = max(len(charted), 1)
+    print(f"| positive findings stored (SQL) | {_count_positives(store, studies, version)} |")
+    print(f"| charted finding Observations in FHIR (active) | {sum(charted.values())} |")
+    print(f"| charted findings per ECG | {sum(charted.values()) / scored_ecgs:.1f} |")
+    print(f"| ECGs with >= 1 charted finding | {sum(n > 0 for n in charted.values()) / scored_ecgs:.0%} |")
     print("\ntop findings (positive diagnosis calls):")
     for code, count in positives.most_common(8):
         print(f"  {code:<7} {displays.get(code, ''):<60} {count}")
@@ -136,16 +144,25 @@ def _summary(config: Path, work: Path, version: str, base_url: str) -> Path:
     return png
 
 
-def _count_fhir_findings(base_url: str, studies: list) -> int:
-    """Observations on the server derived from the scored ECGs: what the hospital's EHR now sees."""
+def _count_positives(store: Store, studies: list, version: str) -> int:
+    return sum(p.is_positive for study in studies for p in store.get_predictions(study.id, version))
+
+
+def _charted_findings_per_ecg(base_url: str, studies: list) -> dict[str, int]:
+    """Active finding Observations on the server per scored ECG: what the hospital's EHR now shows.
+
+    Found by the ECG identifier every finding carries (the findings of all its versions); retired ones
+    (a corrected ECG's earlier findings) are not counted.
+    """
+    counts: dict[str, int] = {}
     with FhirClient(FhirConfig(base_url=base_url)) as client:
-        return sum(
-            len(bundle.get("entry", []))
-            for study in studies
-            for bundle in client.search_pages(
-                "Observation", {"derived-from": f"Observation/{study.study.source_id}", "_count": "500"}
-            )
-        )
+        for study in studies:
+            ecg_id = study.study.source_id
+            params = {"identifier": f"{ECG_IDENTIFIER_SYSTEM}|{ecg_id}", "_count": "500"}
+            findings = [entry["resource"] for page in client.search_pages("Observation", params)
+                        for entry in page.get("entry", [])]  # fmt: skip
+            counts[ecg_id] = sum(finding["status"] in ACTIVE_STATUSES for finding in findings)
+    return counts
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ idempotent: after a crash the same payload is sent again and must change nothing
 
 - :mod:`agent.sinks.fhir`: FHIR R4 Observations (conditional creates on deterministic identifiers);
 - :mod:`agent.sinks.hl7`: ORU^R01 over MLLP (a deterministic MSH-10).
+
+Both write only what reaches the chart (charted labels, with their notes: :mod:`agent.sinks.charting`)
+and let a corrected ECG supersede its earlier results (:mod:`agent.sinks.corrections`).
 """
 
 from __future__ import annotations

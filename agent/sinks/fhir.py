@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from agent.errors import AgentError
+from agent.sinks.charting import ChartedFinding, charted_findings
+from agent.sinks.corrections import study_versions
 from agent.sinks.manifests import ManifestIndex
 from agent.sinks.patients import PatientIdentifierSystems, PatientLookupError, find_patient
-from agent.sinks.payload import PayloadFinding, ResultPayload
+from agent.sinks.payload import ResultPayload
 from agent.sources import FHIR_SOURCE, HL7_SOURCE
 from integrations.fhir.client import FhirClient
+from integrations.fhir.supersede import retire_superseded
 from integrations.fhir.writeback import EcgReference, ModelInfo, WriteBackConfig, write_back
 from integrations.fhir.writeback import Finding as FhirFinding
-from integrations.store import StoredStudy
+from integrations.store import Store, StoredStudy
+
+log = logging.getLogger(__name__)
 
 #: ``Reference.identifier.system`` naming an ECG that came as an HL7 v2 message; the value is the study's
 #: source id, ``MSH-3|MSH-4|MSH-10`` (the sending application, facility and message control id).
@@ -27,14 +33,18 @@ def sources_carried(*, hl7_patient_lookup: bool) -> frozenset[str]:
 
 
 class FhirResultSink:
-    """Positive findings as R4 Observations, derived from the ECG they were computed on.
+    """Charted positive findings as R4 Observations, derived from the ECG version they were computed on.
 
     An ECG pulled from this FHIR server is referred to by its Observation, and its subject is the
     Observation's. An ECG that came as HL7 v2 is not on the server: ``derivedFrom`` names it by
     identifier (:data:`HL7_MESSAGE_IDENTIFIER_SYSTEM`), and the subject is the one Patient holding
     the message's PID-3 identifier (``patient_systems`` maps the assigning authority; None: HL7
-    results are not written here). Negatives stay in SQL, so the chart is not flooded with
-    "not present" results.
+    results are not written here). Only findings whose label the manifest charts are written
+    (:mod:`agent.sinks.charting`); negatives and uncharted labels stay in SQL.
+
+    Corrections supersede (:mod:`agent.sinks.corrections`): the results of an ECG version that a later
+    scored version replaced are not written, and writing a corrected version's results retires the
+    earlier versions' findings (status ``entered-in-error``, :func:`~integrations.fhir.retire_superseded`).
     """
 
     destination = "fhir"
@@ -43,12 +53,13 @@ class FhirResultSink:
         self,
         client: FhirClient,
         manifests: ManifestIndex,
+        store: Store,
         *,
         config: WriteBackConfig | None = None,
         max_in_flight: int = 1,
         patient_systems: PatientIdentifierSystems | None = None,
     ) -> None:
-        self._client, self._manifests = client, manifests
+        self._client, self._manifests, self._store = client, manifests, store
         self._config = config or WriteBackConfig()
         self._patient_systems = patient_systems
         self.max_in_flight = max_in_flight
@@ -58,28 +69,42 @@ class FhirResultSink:
         return study.study.source in self.carries
 
     def send(self, payload: ResultPayload) -> None:
-        findings = [self._finding(finding, payload) for finding in payload.positives()]
-        if not findings:
-            return  # nothing to say about this patient (negatives stay in SQL): no Device, no Patient lookup
-        model = payload.model
-        write_back(
-            self._client,
-            self._ecg_reference(payload),
-            ModelInfo(name=model.name, version=model.version, sha256=model.sha256),
-            findings,
-            config=self._config,
-        )
+        versions = study_versions(self._store, payload)
+        if versions.superseded:
+            log.info("results of %s v%s not written: a later version of that ECG was scored",
+                     payload.source_id, payload.source_version)  # fmt: skip
+            return
+        findings = [_fhir_finding(finding) for finding in charted_findings(payload, self._manifests)]
+        if findings:  # else nothing to say about this patient: no Device, no Patient lookup
+            model = payload.model
+            write_back(
+                self._client,
+                self._ecg_reference(payload, self._subject(payload)),
+                ModelInfo(name=model.name, version=model.version, sha256=model.sha256),
+                findings,
+                config=self._config,
+            )
+        if versions.corrects is not None:
+            retired = retire_superseded(self._client, self._ecg_reference(payload, None), config=self._config)
+            if retired:
+                log.info("ECG %s corrected (v%s): %d earlier findings retired", payload.source_id,
+                         payload.source_version, len(retired))  # fmt: skip
 
-    def _ecg_reference(self, payload: ResultPayload) -> EcgReference:
+    def _subject(self, payload: ResultPayload) -> str | None:
+        if payload.source == HL7_SOURCE and self._patient_systems is not None:
+            return self._patient(payload, self._patient_systems)
+        return payload.patient_ref
+
+    def _ecg_reference(self, payload: ResultPayload, subject: str | None) -> EcgReference:
         effective_at = payload.acquired_at or datetime.now(UTC)
         if payload.source == FHIR_SOURCE:
-            return EcgReference(
-                observation_id=payload.source_id, subject_reference=payload.patient_ref, effective_at=effective_at
-            )
+            return EcgReference(observation_id=payload.source_id, version=payload.source_version,
+                                subject_reference=subject, effective_at=effective_at)  # fmt: skip
         if payload.source == HL7_SOURCE and self._patient_systems is not None:
             return EcgReference(
                 ecg_identifier=(HL7_MESSAGE_IDENTIFIER_SYSTEM, payload.source_id),
-                subject_reference=self._patient(payload, self._patient_systems),
+                version=payload.source_version,
+                subject_reference=subject,
                 effective_at=effective_at,
             )
         raise AgentError(f"results of {payload.source}-sourced ECGs cannot be written to FHIR with these settings")
@@ -90,21 +115,10 @@ class FhirResultSink:
             raise PatientLookupError(f"HL7 message {payload.source_id} has no patient identifier (PID-3)")
         return find_patient(self._client, systems.system_for(identifier), identifier.value)
 
-    def _finding(self, finding: PayloadFinding, payload: ResultPayload) -> FhirFinding:
-        version = payload.model.version
-        if finding.kind == "diagnosis":
-            label = self._manifests.diagnosis(version, finding.code)
-            sent_labs = {f.code for f in payload.positives() if f.kind == "lab"}
-            explained_by = tuple(
-                e.lab_target for e in payload.explanations if e.diagnosis == finding.code and e.lab_target in sent_labs
-            )
-            return FhirFinding(
-                target=finding.code, kind="diagnosis", code=label["code"], system=label["system"],
-                display=label["display"], probability=finding.probability, positive=True, explained_by=explained_by,
-            )  # fmt: skip
-        target = self._manifests.lab(version, finding.code)
-        return FhirFinding(
-            target=finding.code, kind="lab", code=target["loinc"], system=target["loinc_system"],
-            display=target["display"], probability=finding.probability, positive=True,
-            lab_direction=target["direction"],
-        )  # fmt: skip
+
+def _fhir_finding(finding: ChartedFinding) -> FhirFinding:
+    return FhirFinding(
+        target=finding.target, kind="lab" if finding.kind == "lab" else "diagnosis", code=finding.code,
+        system=finding.system, display=finding.display, probability=finding.probability, positive=True,
+        lab_direction=finding.lab_direction, explained_by=finding.explained_by, notes=finding.notes,
+    )  # fmt: skip

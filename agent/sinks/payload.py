@@ -55,6 +55,9 @@ class ResultPayload:
     #: patient up by identifier (FHIR ``Patient?identifier=``); None for other sources.
     patient_identifier: PatientIdentifier | None = None
 
+    def outbox_key(self, destination: str) -> str:
+        return outbox_key(destination, self.source, self.source_id, self.source_version, self.model.version)
+
     def positives(self) -> tuple[PayloadFinding, ...]:
         return tuple(finding for finding in self.findings if finding.positive)
 
@@ -97,3 +100,8 @@ class ResultPayload:
             signal_notes=tuple(data.get("signal_notes", ())),
             patient_identifier=PatientIdentifier(**identifier) if identifier else None,
         )
+
+
+def outbox_key(destination: str, source: str, source_id: str, source_version: str, model_version: str) -> str:
+    """The outbox row's idempotency key: one row per destination, study version and model version."""
+    return f"{destination}|{source}|{source_id}|{source_version}|{model_version}"

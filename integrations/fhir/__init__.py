@@ -6,7 +6,8 @@
 - :mod:`.ecg_mapping`: ECG Observation ⇄ :class:`~integrations.ecg.EcgRecord`
 - :mod:`.ecg_leads`: which lead a component's code names (MDC, LOINC, SNOMED CT)
 - :mod:`.pull`: :func:`pull_ecgs`, the incremental pull
-- :mod:`.writeback`: :func:`write_back`, findings as AI-asserted Observations
+- :mod:`.writeback`: :func:`write_back`, findings as AI-asserted Observations (their shape: :mod:`.ai_finding`)
+- :mod:`.supersede`: :func:`retire_superseded`, the findings of a corrected ECG's earlier versions retired
 - :mod:`.errors`: the FHIR subtree of the exception tree
 """
 
@@ -35,6 +36,7 @@ from integrations.fhir.pull import (
     RejectedObservation,
     pull_ecgs,
 )
+from integrations.fhir.supersede import retire_superseded
 from integrations.fhir.writeback import (
     EcgReference,
     Finding,
@@ -79,5 +81,6 @@ __all__ = [
     "ecg_to_observation",
     "observation_to_ecg",
     "pull_ecgs",
+    "retire_superseded",
     "write_back",
 ]

@@ -2,7 +2,7 @@
 
 For one scored ECG: a Device for the model version, one Observation per diagnosis and one per
 predicted lab abnormality, sent as transaction Bundles. Every entry is a conditional create
-(``request.ifNoneExist`` on a deterministic identifier: ECG id / model version / target), so a retry
+(``request.ifNoneExist`` on a deterministic identifier: ECG id / ECG version / model version / target), so a retry
 or a second run finds the resources already there and creates nothing. Entries refer to each other
 by ``urn:uuid`` fullUrls, which the server rewrites to the stored ids (or to the existing matches).
 Servers cap the size of such transactions (Medplum: 8 entries), so a larger write-back goes as several
@@ -15,12 +15,13 @@ in R4, ``hasMember`` makes the parent a grouping (a panel whose members are its 
 reads: the diagnosis probability is supported by these predicted labs. It also keeps every input of a
 finding, the ECG and the labs, in one list that consumers already follow for provenance.
 
-Each Observation carries ``meta.security`` AIAST (AI-asserted), status ``preliminary`` (configurable), the probability
-as a ``valueQuantity`` with unit ``1``, interpretation POS/NEG (diagnoses) or H/L (labs; NEG when a
-lab abnormality is predicted absent, since "not high" is not "normal"), ``derivedFrom`` the ECG (its
-Observation here, or its identifier when it reached us as HL7 v2) and ``device`` the model Device. The
-codes come from the caller (the model manifest): this package imports nothing of ours, hence the input
-dataclasses below.
+Each Observation is shaped by :mod:`integrations.fhir.ai_finding` (our own code, never a lab's LOINC;
+the probability with unit ``1``; an AI-assessment category; AIAST; notes), status ``preliminary``
+(configurable), ``derivedFrom`` the ECG version (its Observation here, or its identifier when it
+reached us as HL7 v2) and ``device`` the model Device. Besides its own identifier, every finding
+carries the ECG's (:data:`ECG_IDENTIFIER_SYSTEM`), so the findings of a corrected ECG's earlier
+versions are found and retired (:mod:`integrations.fhir.supersede`). The codes come from the caller
+(the model manifest): this package imports nothing of ours, hence the input dataclasses.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+from integrations.fhir.ai_finding import Finding, ModelNames, check_token_safe, finding_observation
 from integrations.fhir.client import FhirClient
 from integrations.fhir.errors import FhirProtocolError, FhirResourceInvalidError
 from integrations.fhir.validation import validate_r4
@@ -43,12 +45,8 @@ from integrations.fhir.validation import validate_r4
 DEFAULT_FINDING_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:finding"
 DEFAULT_DEVICE_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:model-sha256"
 DEFAULT_MAX_TRANSACTION_ENTRIES = 8
-SECURITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
-INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-UCUM_SYSTEM = "http://unitsofmeasure.org"
-PREDICTED_FROM_ECG = "predicted from ECG"
-#: Characters that would break a token search (``system|value``, ``,`` for OR, ``\\`` escapes).
-_TOKEN_UNSAFE = frozenset("|,\\$")
+#: Every finding also carries ``{this system}|{ECG key}``: one search finds an ECG's findings of every version.
+ECG_IDENTIFIER_SYSTEM = "urn:ecg-clinical-knowledge:finding-ecg"
 #: Namespace for the urn:uuid fullUrls, so a rebuilt Bundle is byte-identical.
 _URN_NAMESPACE = uuid.UUID("6f1f7c1e-3f0e-4a53-9d1c-2f3f0a1b5c7d")
 #: R4 ``id``: what the ECG Observation's id must be, so the identifiers and references built from it are valid.
@@ -59,36 +57,8 @@ _PLACEHOLDER_REFERENCE = "Observation/x"
 _PLACEHOLDER_DATETIME = "2000-01-01T00:00:00+00:00"
 _PLACEHOLDER_PROBABILITY = 0.5
 
-FindingKind = Literal["diagnosis", "lab"]
-LabDirection = Literal["high", "low"]
 ObservationStatus = Literal["preliminary", "final"]
 Json = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finding:
-    """One model output: ``target`` is the manifest's target name (``I48``, ``potassium_high``)."""
-
-    target: str
-    kind: FindingKind
-    code: str
-    system: str
-    display: str
-    probability: float
-    positive: bool
-    lab_direction: LabDirection | None = None
-    explained_by: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_token_safe("target", self.target)
-        if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"finding {self.target!r}: probability {self.probability} is outside [0, 1]")
-        if (self.kind == "lab") != (self.lab_direction is not None):
-            raise ValueError(
-                f"finding {self.target!r}: a lab finding needs lab_direction, a diagnosis must not have one"
-            )
-        if self.kind == "lab" and self.explained_by:
-            raise ValueError(f"finding {self.target!r}: only a diagnosis is explained by labs")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,8 +70,8 @@ class ModelInfo:
     sha256: str
 
     def __post_init__(self) -> None:
-        _check_token_safe("model version", self.version)
-        _check_token_safe("sha256", self.sha256)
+        check_token_safe("model version", self.version)
+        check_token_safe("sha256", self.sha256)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,10 +82,16 @@ class EcgReference:
     or, for an ECG that reached us another way (an HL7 v2 message), known only by an identifier
     (``ecg_identifier``, ``(system, value)``: ``derivedFrom`` carries it as a logical reference,
     ``Reference.identifier``). Exactly one of the two is given.
+
+    ``version`` is the version of the ECG the findings were computed on (the Observation's
+    ``meta.versionId``; for a message, the study's version): it goes into every finding identifier
+    and into ``derivedFrom`` (``Observation/{id}/_history/{version}``), so the findings of a
+    corrected ECG are new resources and the old ones can be retired (:func:`retire_superseded`).
     """
 
     observation_id: str | None = None
     ecg_identifier: tuple[str, str] | None = None
+    version: str | None = None
     subject_reference: str | None
     effective_at: datetime
 
@@ -127,6 +103,8 @@ class EcgReference:
             raise ValueError(f"ECG Observation id {self.observation_id!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})")
         if self.ecg_identifier is not None and not all(part and part == part.strip() for part in self.ecg_identifier):
             raise ValueError(f"ECG identifier {self.ecg_identifier!r} has an empty or whitespace-padded part")
+        if self.version is not None and not _FHIR_ID.fullmatch(self.version):
+            raise ValueError(f"ECG version {self.version!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})")
         if self.subject_reference is not None and (
             not self.subject_reference or self.subject_reference != self.subject_reference.strip()
         ):
@@ -141,10 +119,16 @@ class EcgReference:
         system, value = self.ecg_identifier  # type: ignore[misc]
         return "ecg-" + hashlib.sha256(f"{system}|{value}".encode()).hexdigest()[:32]
 
+    @property
+    def finding_prefix(self) -> str:
+        """What every finding identifier of this ECG version starts with."""
+        return f"{self.key}/{self.version}/" if self.version is not None else f"{self.key}/"
+
     def derived_from(self) -> Json:
         """The ``derivedFrom`` entry naming this ECG: a literal reference, or a logical one."""
         if self.observation_id is not None:
-            return {"reference": f"Observation/{self.observation_id}"}
+            history = f"/_history/{self.version}" if self.version is not None else ""
+            return {"reference": f"Observation/{self.observation_id}{history}"}
         system, value = self.ecg_identifier  # type: ignore[misc]
         return {"type": "Observation", "identifier": {"system": system, "value": value}}
 
@@ -195,10 +179,10 @@ class _BundleBuilder:
     entries: list[_Entry] = field(default_factory=list)
 
     def urn(self, key: str) -> str:
-        return f"urn:uuid:{uuid.uuid5(_URN_NAMESPACE, f'{self.ecg.key}/{self.model.version}/{key}')}"
+        return f"urn:uuid:{uuid.uuid5(_URN_NAMESPACE, self.finding_identifier(key))}"
 
     def finding_identifier(self, target: str) -> str:
-        return f"{self.ecg.key}/{self.model.version}/{target}"
+        return f"{self.ecg.finding_prefix}{self.model.version}/{target}"
 
 
 def build_writeback_bundle(
@@ -281,34 +265,18 @@ def _device_entry(builder: _BundleBuilder, device_urn: str) -> _Entry:
 def _finding_entry(builder: _BundleBuilder, finding: Finding, device_urn: str, explained_by: list[str]) -> _Entry:
     ecg, system = builder.ecg, builder.config.finding_identifier_system
     identifier = builder.finding_identifier(finding.target)
-    observation: Json = {
-        "resourceType": "Observation",
-        "meta": {
-            "security": [{"system": SECURITY_SYSTEM, "code": "AIAST", "display": "Artificial Intelligence asserted"}]
-        },
-        "identifier": [{"system": system, "value": identifier}],
-        "status": builder.config.observation_status,
-        "code": {"coding": [{"system": finding.system, "code": finding.code, "display": finding.display}]},
-        "effectiveDateTime": _fhir_datetime(ecg.effective_at),
-        "valueQuantity": {"value": round(finding.probability, 6), "unit": "1", "system": UCUM_SYSTEM, "code": "1"},
-        "interpretation": [{"coding": [_interpretation(finding)]}],
-        "device": {"reference": device_urn},
-        "derivedFrom": [ecg.derived_from()] + [{"reference": urn} for urn in explained_by],
-    }
-    if ecg.subject_reference is not None:
-        observation["subject"] = {"reference": ecg.subject_reference}
-    if finding.kind == "lab":
-        observation["method"] = {"text": PREDICTED_FROM_ECG}
+    observation = finding_observation(
+        finding,
+        identifiers=[{"system": system, "value": identifier}, {"system": ECG_IDENTIFIER_SYSTEM, "value": ecg.key}],
+        status=builder.config.observation_status,
+        model=ModelNames(builder.model.name, builder.model.version),
+        effective=_fhir_datetime(ecg.effective_at),
+        device_reference=device_urn,
+        derived_from=[ecg.derived_from()] + [{"reference": urn} for urn in explained_by],
+        subject_reference=ecg.subject_reference,
+    )
     name = f"Observation {identifier!r}"
     return _Entry(name, builder.urn(finding.target), observation, _identifier_query(system, identifier), finding.target)
-
-
-def _interpretation(finding: Finding) -> Json:
-    if finding.kind == "lab" and finding.positive:
-        code, display = ("H", "High") if finding.lab_direction == "high" else ("L", "Low")
-    else:
-        code, display = ("POS", "Positive") if finding.positive else ("NEG", "Negative")
-    return {"system": INTERPRETATION_SYSTEM, "code": code, "display": display}
 
 
 def _transaction(entries: list[_Entry]) -> Json:
@@ -386,12 +354,6 @@ def _identifier_query(system: str, value: str) -> str:
     return urlencode({"identifier": f"{system}|{value}"})
 
 
-def _check_token_safe(what: str, value: str) -> None:
-    unsafe = sorted(set(value) & _TOKEN_UNSAFE)
-    if not value or unsafe:
-        raise ValueError(f"{what} {value!r} is empty or contains {unsafe}, which break an identifier search")
-
-
 def _fhir_datetime(moment: datetime) -> str:
     aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return aware.isoformat()
@@ -441,6 +403,8 @@ def _shape_of(resource: Json) -> Json:
     shape["derivedFrom"] = [_reference_shape(reference) for reference in resource["derivedFrom"]]
     if "subject" in resource:
         shape["subject"] = {"reference": _PLACEHOLDER_REFERENCE}
+    if "note" in resource:  # the signal notes vary per ECG; any non-empty markdown is valid
+        shape["note"] = [{"text": _PLACEHOLDER_STRING}]
     return shape
 
 

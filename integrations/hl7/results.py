@@ -7,9 +7,20 @@ per finding ``n`` (OBX-4 sub-ID ``n`` ties its two OBXs together):
   OBX-5 the finding's code (``I48^Atrial fibrillation^I10``), OBX-8 ``POS``/``NEG`` (table 0078);
 * an ``NM`` OBX: OBX-3 ``ECG_AI_PROBABILITY``, OBX-5 the probability, OBX-6 ``1`` (UCUM).
 
+* NTEs after the probability OBX: the finding's notes (how good its label was on validation, what
+  was done to the signal), in words a clinician reads.
+
+OBX-3 is always one of our local codes and OBX-6 is ``1`` (a probability), never a lab's LOINC or
+unit: the lab's LOINC appears only as the CWE *value* naming which test was predicted abnormal.
+
 Both carry OBX-11 ``P`` (preliminary) or ``F`` (final), OBX-14 the ECG's acquisition time,
 OBX-17 the method (predicted from the ECG by an AI model) and OBX-18 the model instance
 (``version^name``). OBR-3 is the ECG's id, so the result files under the same study.
+
+**Corrections.** The results of a corrected ECG (same OBR-3, the ECG's new version) go with OBR-25
+``C`` and OBX-11 ``C`` on every current finding ("replaces a final result"); a finding the earlier
+results had and the corrected ones do not is sent once more with OBX-11 ``D`` ("deletes the OBX
+record"), not ``W`` (table 0085 keeps ``W`` for a result posted against the wrong patient).
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ class Finding:
     display: str
     probability: float
     positive: bool
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +68,11 @@ class ModelInstance:
 
 @dataclass(frozen=True, slots=True)
 class EcgResults:
-    """Every finding on one ECG; ``final`` selects OBX-11 ``F`` over ``P``."""
+    """Every finding on one ECG; ``final`` selects OBX-11 ``F`` over ``P``.
+
+    ``correction``: these results replace the ones sent for an earlier version of the ECG (OBR-25 and
+    OBX-11 ``C``); ``retracted``: what the earlier results had and these do not (OBX-11 ``D``).
+    """
 
     ecg_record_id: str
     subject_id: str | None
@@ -64,6 +80,12 @@ class EcgResults:
     findings: tuple[Finding, ...]
     model: ModelInstance
     final: bool = False
+    correction: bool = False
+    retracted: tuple[Finding, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.retracted and not self.correction:
+            raise ValueError("only a correction retracts findings")
 
 
 def build_results_oru(
@@ -75,7 +97,7 @@ def build_results_oru(
     sent_at: datetime | None = None,
 ) -> bytes:
     """The ORU^R01 v2.5.1 bytes carrying ``results``."""
-    unknown = sorted({finding.kind for finding in results.findings} - KIND_CODES.keys())
+    unknown = sorted({finding.kind for finding in (*results.findings, *results.retracted)} - KIND_CODES.keys())
     if unknown:
         raise ValueError(f"finding kinds {unknown} are not {sorted(KIND_CODES)}")
     message = new_message(
@@ -92,33 +114,44 @@ def build_results_oru(
     if results.acquired_at is not None:
         order.obr.obr_7 = format_dtm(results.acquired_at)
     order.obr.obr_25 = _status(results)
-    for sub_id, finding in enumerate(results.findings, start=1):
-        _add_finding(order, results, finding, str(sub_id))
+    status = _status(results)
+    sent = [(finding, status) for finding in results.findings] + [(finding, "D") for finding in results.retracted]
+    for sub_id, (finding, finding_status) in enumerate(sent, start=1):
+        _add_finding(order, results, finding, str(sub_id), finding_status)
     return message.to_er7().encode("utf-8")
 
 
-def _add_finding(order: Group, results: EcgResults, finding: Finding, sub_id: str) -> None:
+def _add_finding(order: Group, results: EcgResults, finding: Finding, sub_id: str, status: str) -> None:
     coded = f"{escape_text(finding.code)}^{escape_text(finding.display)}^{escape_text(finding.system)}"
-    cwe = _add_obx(order, results, "CWE", KIND_CODES[finding.kind], sub_id, coded)
+    cwe, _ = _add_obx(order, results, "CWE", KIND_CODES[finding.kind], sub_id, coded, status)
     cwe.obx_8 = "POS" if finding.positive else "NEG"
-    nm = _add_obx(order, results, "NM", PROBABILITY_CODE, sub_id, f"{finding.probability:.4f}")
+    nm, group = _add_obx(order, results, "NM", PROBABILITY_CODE, sub_id, f"{finding.probability:.4f}", status)
     nm.obx_6 = PROBABILITY_UNIT
+    for index, note in enumerate(finding.notes, start=1):
+        nte = group.add_segment("NTE")
+        nte.nte_1 = str(index)
+        nte.nte_3 = escape_text(note)
 
 
-def _add_obx(order: Group, results: EcgResults, value_type: str, identifier: str, sub_id: str, value: str) -> object:
-    obx = order.add_group("ORU_R01_OBSERVATION").obx
+def _add_obx(
+    order: Group, results: EcgResults, value_type: str, identifier: str, sub_id: str, value: str, status: str
+) -> tuple[object, Group]:
+    group = order.add_group("ORU_R01_OBSERVATION")
+    obx = group.obx
     obx.obx_1 = str(len(order.children) - 1)
     obx.obx_2 = value_type
     obx.obx_3 = identifier
     obx.obx_4 = sub_id
     obx.obx_5 = value
-    obx.obx_11 = _status(results)
+    obx.obx_11 = status
     if results.acquired_at is not None:
         obx.obx_14 = format_dtm(results.acquired_at)
     obx.obx_17 = METHOD
     obx.obx_18 = f"{escape_text(results.model.version)}^{escape_text(results.model.name)}"
-    return obx
+    return obx, group
 
 
 def _status(results: EcgResults) -> str:
+    if results.correction:
+        return "C"
     return "F" if results.final else "P"

@@ -351,6 +351,13 @@ class Store:
         with self._begin(f"ECG study {source}:{source_id}") as connection:
             return connection.execute(query).first() is not None
 
+    def list_study_versions(self, source: str, source_id: str) -> list[StoredStudy]:
+        """Every stored version of ``source_id``, in the order they reached the store (id order)."""
+        table = t.ecg_studies
+        query = sa.select(table).where(table.c.source == source, table.c.source_id == source_id).order_by(table.c.id)
+        with self._begin(f"ECG study {source}:{source_id}") as connection:
+            return [study_from_row(row) for row in connection.execute(query).mappings()]
+
     def set_study_status(self, study_id: int, status: StudyStatus, *, error: str | None = None) -> None:
         values = {"status": StudyStatus(status).value, "error": error, "updated_at": self._clock()}
         with self._begin(f"ECG study {study_id}") as connection:

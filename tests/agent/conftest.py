@@ -1,15 +1,25 @@
-"""Fixtures for the agent's tests: a real (tiny) exported artifact and a real store."""
+"""Fixtures for the agent's tests: a real (tiny) exported artifact, a real store, a hospital FHIR server."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from integrations.ecg import PreprocessConfig
+from agent.registry import ModelRegistry
+from agent.service import AgentService
+from agent.settings import load_settings
+from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, PreprocessConfig
+from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
+from integrations.fhir.supersede import ACTIVE_STATUSES
+from integrations.fhir.writeback import ECG_IDENTIFIER_SYSTEM
 from integrations.store import Store
 from model_training.data.labels import LabTarget
 from model_training.evaluate import Estimate, OperatingThresholds
@@ -93,13 +103,13 @@ def build_artifact(
 @pytest.fixture(scope="session")
 def artifact_factory(tmp_path_factory) -> Callable[..., Path]:
     """Artifacts by version (and the labels they chart), built once per session (about a second each)."""
-    built: dict[tuple[str, frozenset[str]], Path] = {}
+    built: dict[tuple[str, frozenset[str], float], Path] = {}
 
-    def make(version: str, charted: frozenset[str] = ALL_CHARTED) -> Path:
-        key = (version, frozenset(charted))
+    def make(version: str, charted: frozenset[str] = ALL_CHARTED, *, threshold: float = 0.5) -> Path:
+        key = (version, frozenset(charted), threshold)
         if key not in built:
             out_dir = tmp_path_factory.mktemp(f"artifact-{version}")
-            built[key] = build_artifact(out_dir, version, seed=len(built), charted=key[1])
+            built[key] = build_artifact(out_dir, version, seed=len(built), charted=key[1], threshold=threshold)
         return built[key]
 
     return make
@@ -117,3 +127,91 @@ def store(tmp_path) -> Store:
     store.upgrade()
     yield store
     store.dispose()
+
+
+def ecg_record(index: int) -> EcgRecord:
+    rng = np.random.default_rng(index)
+    t = np.arange(5000) / 500.0
+    beats = np.exp(-(((t % 0.8) - 0.4) ** 2) / 2e-4)
+    signal = np.stack([(0.4 + 0.1 * lead) * beats + 0.03 * rng.standard_normal(t.size) for lead in range(12)])
+    return EcgRecord(f"ecg-{index}", signal, 500.0, MODEL_LEAD_ORDER, acquired_at=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+class Hospital:
+    """A FHIR server with this test's ECGs, and the agent's config pointing at it."""
+
+    def __init__(self, base_url: str, tmp_path: Path) -> None:
+        self.base_url = base_url
+        self.system, self.code = "urn:test:ecg", uuid.uuid4().hex
+        self.client = FhirClient(FhirConfig(base_url=base_url))
+        self.config = tmp_path / "agent.toml"
+        self.config.write_text(
+            f'database_url = "sqlite:///{tmp_path / "agent.db"}"\n'
+            f'registry_dir = "{tmp_path / "models"}"\n'
+            "[scoring]\nbatch_size = 4\nmax_failure_rate = 0.5\n"
+            f'[sources.fhir]\nenabled = true\necg_code = "{self.system}|{self.code}"\npage_size = 5\n'
+            f'[sources.fhir.server]\nbase_url = "{base_url}"\nmax_retries = 1\n'
+            "[sinks.fhir]\nenabled = true\n"
+        )
+        self.settings = load_settings(self.config)
+        self.ecg_ids: list[str] = []
+
+    def seed(self, count: int, *, start: int = 0, flat_lead: str | None = None) -> None:
+        """``count`` ECGs; ``flat_lead``: that lead held at 0 mV (a loose electrode), for the agent to repair."""
+        for index in range(start, start + count):
+            record = ecg_record(index)
+            if flat_lead is not None:
+                record.signal_mv[record.lead_names.index(flat_lead)] = 0.0
+            observation = ecg_to_observation(record, subject_reference=f"Patient/p{index}")
+            observation["code"] = {"coding": [{"system": self.system, "code": self.code}]}
+            self.ecg_ids.append(self.client.create(observation).resource["id"])
+
+    def seed_broken(self) -> str:
+        """An ECG Observation without components: the agent must quarantine it."""
+        observation = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/x"},
+                       "code": {"coding": [{"system": self.system, "code": self.code}]}}  # fmt: skip
+        return self.client.create(observation).resource["id"]
+
+    def correct(self, observation_id: str, index: int) -> None:
+        """The sender replaces the Observation with a corrected ECG: a new version of the same id."""
+        observation = ecg_to_observation(ecg_record(index), subject_reference=f"Patient/p{index}")
+        observation |= {"id": observation_id, "code": {"coding": [{"system": self.system, "code": self.code}]}}
+        response = httpx.put(f"{self.base_url}/Observation/{observation_id}", json=observation, timeout=30)
+        response.raise_for_status()
+
+    def findings_for(self, ecg_id: str, *, active_only: bool = True) -> list[dict]:
+        """The findings written for an ECG (any of its versions), found as an EHR would: by the ECG's identifier."""
+        params = {"identifier": f"{ECG_IDENTIFIER_SYSTEM}|{ecg_id}", "_count": "200"}
+        found = [
+            entry["resource"]
+            for page in self.client.search_pages("Observation", params)
+            for entry in page.get("entry", [])
+        ]
+        return [f for f in found if not active_only or f["status"] in ACTIVE_STATUSES]
+
+    def deploy_model(self, artifact: Path, store: Store) -> None:
+        registry = ModelRegistry(store, self.settings.registry_dir, actor="test")
+        registry.register(artifact)
+        registry.promote(registry.list()[0].version, reason="end-to-end test")
+
+
+@pytest.fixture
+def hospital_with(fhir_base_url, tmp_path) -> Callable[[Path], Hospital]:
+    """A hospital whose agent runs the artifact given (one per test)."""
+    hospitals: list[Hospital] = []
+
+    def make(artifact: Path) -> Hospital:
+        hospital = Hospital(fhir_base_url, tmp_path)
+        hospital.deploy_model(artifact, AgentService(hospital.settings).store)
+        hospitals.append(hospital)
+        return hospital
+
+    yield make
+    for hospital in hospitals:
+        hospital.client.close()
+
+
+@pytest.fixture
+def hospital(hospital_with, artifact_factory) -> Hospital:
+    """A hospital whose agent runs model 1.0.0, every label charted."""
+    return hospital_with(artifact_factory("1.0.0"))

@@ -10,88 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
-from pathlib import Path
 
-import httpx
-import numpy as np
 import pytest
 
-from agent.registry import ModelRegistry
 from agent.service import EXIT_LOCKED, EXIT_OK, AgentService
-from agent.settings import load_settings
-from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
-from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
 from integrations.store import QuarantineState, RunStatus, Store, StoredStudy, StudyStatus
 
 pytestmark = pytest.mark.slow
 N_TARGETS = 4  # the tiny artifact: 2 diagnoses + 2 lab targets
-
-
-def _record(index: int) -> EcgRecord:
-    rng = np.random.default_rng(index)
-    t = np.arange(5000) / 500.0
-    beats = np.exp(-(((t % 0.8) - 0.4) ** 2) / 2e-4)
-    signal = np.stack([(0.4 + 0.1 * lead) * beats + 0.03 * rng.standard_normal(t.size) for lead in range(12)])
-    return EcgRecord(f"ecg-{index}", signal, 500.0, MODEL_LEAD_ORDER, acquired_at=datetime(2026, 11, 1, tzinfo=UTC))
-
-
-class Hospital:
-    """A FHIR server with this test's ECGs, and the agent's config pointing at it."""
-
-    def __init__(self, base_url: str, tmp_path: Path) -> None:
-        self.base_url = base_url
-        self.system, self.code = "urn:test:ecg", uuid.uuid4().hex
-        self.client = FhirClient(FhirConfig(base_url=base_url))
-        self.config = tmp_path / "agent.toml"
-        self.config.write_text(
-            f'database_url = "sqlite:///{tmp_path / "agent.db"}"\n'
-            f'registry_dir = "{tmp_path / "models"}"\n'
-            "[scoring]\nbatch_size = 4\nmax_failure_rate = 0.5\n"
-            f'[sources.fhir]\nenabled = true\necg_code = "{self.system}|{self.code}"\npage_size = 5\n'
-            f'[sources.fhir.server]\nbase_url = "{base_url}"\nmax_retries = 1\n'
-            "[sinks.fhir]\nenabled = true\n"
-        )
-        self.settings = load_settings(self.config)
-        self.ecg_ids: list[str] = []
-
-    def seed(self, count: int, *, start: int = 0) -> None:
-        for index in range(start, start + count):
-            observation = ecg_to_observation(_record(index), subject_reference=f"Patient/p{index}")
-            observation["code"] = {"coding": [{"system": self.system, "code": self.code}]}
-            self.ecg_ids.append(self.client.create(observation).resource["id"])
-
-    def seed_broken(self) -> str:
-        """An ECG Observation without components: the agent must quarantine it."""
-        observation = {"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/x"},
-                       "code": {"coding": [{"system": self.system, "code": self.code}]}}  # fmt: skip
-        return self.client.create(observation).resource["id"]
-
-    def correct_broken(self, observation_id: str, index: int) -> None:
-        """The sender replaces the broken Observation with a complete one: a new version of the same id."""
-        observation = ecg_to_observation(_record(index), subject_reference=f"Patient/p{index}")
-        observation |= {"id": observation_id, "code": {"coding": [{"system": self.system, "code": self.code}]}}
-        response = httpx.put(f"{self.base_url}/Observation/{observation_id}", json=observation, timeout=30)
-        response.raise_for_status()
-
-    def findings_for(self, ecg_id: str) -> list[dict]:
-        bundles = self.client.search_pages("Observation", {"derived-from": f"Observation/{ecg_id}", "_count": "200"})
-        return [entry["resource"] for bundle in bundles for entry in bundle.get("entry", [])]
-
-    def deploy_model(self, artifact: Path, store: Store) -> None:
-        registry = ModelRegistry(store, self.settings.registry_dir, actor="test")
-        registry.register(artifact)
-        registry.promote(registry.list()[0].version, reason="end-to-end test")
-
-
-@pytest.fixture
-def hospital(fhir_base_url, tmp_path, artifact_factory) -> Hospital:
-    hospital = Hospital(fhir_base_url, tmp_path)
-    store = AgentService(hospital.settings).store
-    hospital.deploy_model(artifact_factory("1.0.0"), store)
-    yield hospital
-    hospital.client.close()
 
 
 def _positives(store: Store, study_id: int) -> int:
@@ -125,11 +51,12 @@ def test_run_once_scores_stores_and_writes_back_and_a_second_run_adds_nothing(ho
 def test_written_observations_carry_the_ai_label_the_model_device_and_the_ecg(hospital):
     hospital.seed(1)
     AgentService(hospital.settings).run_once(progress=False)
+    version = hospital.client.read("Observation", hospital.ecg_ids[0])["meta"]["versionId"]
     for finding in hospital.findings_for(hospital.ecg_ids[0]):
         assert finding["meta"]["security"][0]["code"] == "AIAST"
-        assert finding["status"] == "preliminary" and finding["valueQuantity"]["unit"] == "1"
+        assert finding["status"] == "preliminary" and finding["valueQuantity"]["code"] == "1"
         assert finding["device"]["reference"].startswith("Device/")
-        assert {"reference": f"Observation/{hospital.ecg_ids[0]}"} in finding["derivedFrom"]
+        assert {"reference": f"Observation/{hospital.ecg_ids[0]}/_history/{version}"} in finding["derivedFrom"]
 
 
 def test_a_second_agent_process_exits_cleanly_while_a_run_holds_the_lock(hospital):
@@ -176,7 +103,7 @@ def _study(store: Store, ecg_id: str) -> StoredStudy | None:
     return matches[-1] if matches else None
 
 
-def _scored(store: Store, hospital: Hospital) -> int:
+def _scored(store: Store, hospital) -> int:
     studies = [_study(store, ecg_id) for ecg_id in hospital.ecg_ids]
     return sum(study is not None and study.status == StudyStatus.SCORED for study in studies)
 
@@ -192,7 +119,7 @@ def test_quarantine_retry_reads_a_quarantined_observation_again_and_queues_it_on
     assert still_broken.returncode == 1 and "still cannot be read as an ECG (no-components" in still_broken.stdout
     assert service.store.get_quarantine(entry.id).state == QuarantineState.OPEN
 
-    hospital.correct_broken(broken, index=7)
+    hospital.correct(broken, index=7)
     corrected = subprocess.run(retry, capture_output=True, text=True, timeout=120)
     assert corrected.returncode == 0 and "reads as an ECG now; the next run scores it" in corrected.stdout
     assert service.store.get_quarantine(entry.id).state == QuarantineState.RETRIED

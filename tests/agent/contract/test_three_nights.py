@@ -16,6 +16,7 @@ import pytest
 from agent.registry import ModelRegistry
 from agent.service import EXIT_OK, AgentService
 from agent.settings import AgentSettings
+from integrations.fhir.writeback import ECG_IDENTIFIER_SYSTEM
 from integrations.store import Store, StoredStudy, StudyStatus
 
 from .conftest import FhirFeed, Hl7Feed, WfdbFeed, ecg, settings_for
@@ -58,9 +59,9 @@ class Hospital:
         self.patients[mrn] = self.fhir.create(patient).resource["id"]
 
     def findings(self, study: StoredStudy) -> list[dict]:
-        """What the chart holds for a study: Observations derived from its ECG (FHIR) or on its Patient (HL7)."""
+        """What the chart holds for a study: the findings naming its ECG (FHIR) or on its Patient (HL7)."""
         if study.study.source == "fhir":
-            params = {"derived-from": f"Observation/{study.study.source_id}", "_count": "200"}
+            params = {"identifier": f"{ECG_IDENTIFIER_SYSTEM}|{study.study.source_id}", "_count": "200"}
         else:
             params = {"subject": f"Patient/{self.patients[study.study.patient_ref]}", "_count": "200"}
         bundles = self.fhir.search_pages("Observation", params)

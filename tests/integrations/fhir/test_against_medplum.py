@@ -124,9 +124,15 @@ def test_write_back_creates_a_device_and_one_observation_per_finding(fhir_client
         f"Observation/{result.observation_ids['potassium_high']}",
     ]
     lab = fhir_client.read("Observation", result.observation_ids["potassium_high"])
-    assert lab["interpretation"][0]["coding"][0]["code"] == "H"
-    assert lab["method"]["text"] == "predicted from ECG"
-    assert lab["valueQuantity"] == {"value": 0.81, "unit": "1", "system": "http://unitsofmeasure.org", "code": "1"}
+    assert lab["code"]["coding"][0]["code"] == "lab-potassium-high"
+    assert lab["interpretation"][0]["coding"][0]["code"] == "POS"
+    assert lab["method"]["text"] == "Predicted from ECG by model ecg-clinical-knowledge 1.4.0"
+    assert lab["valueQuantity"] == {
+        "value": 0.81,
+        "unit": "probability",
+        "system": "http://unitsofmeasure.org",
+        "code": "1",
+    }
 
 
 def test_writing_back_the_same_results_again_creates_nothing_new(fhir_client, seed_ecgs):

@@ -1,4 +1,4 @@
-"""The results ORU^R01: one CWE and one NM OBX per finding, status, method and model instance."""
+"""The results ORU^R01: one CWE and one NM OBX per finding, its notes, status (corrections), method, model."""
 
 from __future__ import annotations
 
@@ -70,3 +70,30 @@ def test_an_unknown_finding_kind_is_refused():
     bad = dataclasses.replace(RESULTS, findings=(finding,))
     with pytest.raises(ValueError, match="finding kinds"):
         build_results_oru(bad, control_id="RES-1")
+
+
+def test_a_findings_notes_follow_its_probability_obx_as_ntes():
+    noted = dataclasses.replace(RESULTS.findings[0], notes=("Validated on 200 ECGs.", "Signal: lead II imputed"))
+    message = _parsed(dataclasses.replace(RESULTS, findings=(noted,)))
+    segments = [str(segment[0]) for segment in message]
+    assert segments[-4:] == ["OBX", "OBX", "NTE", "NTE"]
+    assert [str(nte[3]) for nte in message.segments("NTE")] == ["Validated on 200 ECGs.", "Signal: lead II imputed"]
+
+
+def test_a_correction_marks_the_order_and_its_results_c_and_sends_what_it_no_longer_finds_as_d():
+    current, gone = RESULTS.findings
+    correction = dataclasses.replace(RESULTS, findings=(current,), correction=True, retracted=(gone,))
+    raw = build_results_oru(correction, control_id="RES-2").decode()
+    message = hl7.parse(raw)
+
+    assert str(message.segment("OBR")[25]) == "C" and str(message.segment("OBR")[3]) == "ECG-1"
+    assert [(str(obx[4]), str(obx[11])) for obx in message.segments("OBX")] == [
+        ("1", "C"), ("1", "C"), ("2", "D"), ("2", "D")
+    ]  # fmt: skip
+    assert str(message.segments("OBX")[2][5]) == "2823-3^Potassium high^LN"
+    assert parse_message(raw, validation_level=VALIDATION_LEVEL.STRICT).validate()
+
+
+def test_only_a_correction_retracts():
+    with pytest.raises(ValueError, match="only a correction"):
+        dataclasses.replace(RESULTS, retracted=RESULTS.findings)
