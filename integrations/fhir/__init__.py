@@ -7,14 +7,21 @@
 - :mod:`.ecg_leads`: which lead a component's code names (MDC, LOINC, SNOMED CT)
 - :mod:`.pull`: :func:`pull_ecgs`, the incremental pull
 - :mod:`.writeback`: :func:`write_back`, findings as AI-asserted Observations
+- :mod:`.bulk`: Bulk Data ``$export``: ``kick_off``, ``poll``, ``download``, ``iter_ndjson``, ``cancel``
 - :mod:`.errors`: the FHIR subtree of the exception tree
 """
 
 from integrations.fhir.auth import BearerTokenAuth, SmartBackendAuth
+from integrations.fhir.bulk import BulkDownload, BulkExportRequest, BulkFile, BulkManifest, DownloadedFile, ExportLevel
 from integrations.fhir.client import CreateOutcome, FhirClient
 from integrations.fhir.config import FhirConfig, FlowPolicy, RetryPolicy, SmartBackendConfig
 from integrations.fhir.ecg_mapping import ecg_to_observation, observation_to_ecg
 from integrations.fhir.errors import (
+    BulkExportError,
+    BulkExportFailedError,
+    BulkExportIncompleteError,
+    BulkExportRefusedError,
+    BulkExportTimeoutError,
     EcgRejectReason,
     FhirAuthError,
     FhirCircuitOpenError,
@@ -24,6 +31,7 @@ from integrations.fhir.errors import (
     FhirResourceInvalidError,
     FhirUnavailableError,
     InvalidEcgObservation,
+    NdjsonLineError,
     PagingLoopError,
 )
 from integrations.fhir.pull import (
@@ -47,11 +55,22 @@ from integrations.fhir.writeback import (
 
 __all__ = [
     "BearerTokenAuth",
+    "BulkDownload",
+    "BulkExportError",
+    "BulkExportFailedError",
+    "BulkExportIncompleteError",
+    "BulkExportRefusedError",
+    "BulkExportRequest",
+    "BulkExportTimeoutError",
+    "BulkFile",
+    "BulkManifest",
     "CreateOutcome",
+    "DownloadedFile",
     "EcgPull",
     "EcgPullConfig",
     "EcgReference",
     "EcgRejectReason",
+    "ExportLevel",
     "FhirAuthError",
     "FhirCircuitOpenError",
     "FhirClient",
@@ -65,6 +84,7 @@ __all__ = [
     "FlowPolicy",
     "InvalidEcgObservation",
     "ModelInfo",
+    "NdjsonLineError",
     "ObservationVersion",
     "PagingLoopError",
     "PullItem",
