@@ -213,7 +213,6 @@ class _BreakSecondFile(httpx.BaseTransport):
         response.close()
         return httpx.Response(response.status_code, headers=response.headers, stream=_HalfThenReset(body))
 
-
     def close(self) -> None:
         self._network.close()
 
