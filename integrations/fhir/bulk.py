@@ -133,15 +133,22 @@ class BulkManifest:
             if not isinstance(body, dict):
                 raise TypeError("not a JSON object")
             transaction_time = datetime.fromisoformat(body["transactionTime"])
-            requires_access_token = body["requiresAccessToken"]
-            if not isinstance(requires_access_token, bool):
-                raise TypeError("requiresAccessToken is not a boolean")
+            requires_access_token = _boolean(body["requiresAccessToken"])
             output = tuple(_bulk_file(item) for item in body["output"])
             error = tuple(_bulk_file(item) for item in body.get("error") or ())
             request = str(body["request"])
         except (KeyError, TypeError, ValueError) as exc:
             raise FhirProtocolError(status_url, f"not a Bulk Data manifest: {type(exc).__name__}: {exc}") from exc
         return cls(status_url, transaction_time, request, requires_access_token, output, error, body)
+
+
+def _boolean(value: object) -> bool:
+    """A JSON boolean, or the strings "true"/"false" that one vendor's documented manifests carry instead."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise TypeError(f"requiresAccessToken {value!r} is not a boolean")
 
 
 def _bulk_file(item: Any) -> BulkFile:
