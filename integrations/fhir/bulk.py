@@ -285,14 +285,17 @@ def saved_manifest(dest_dir: Path) -> BulkManifest | None:
     path = dest_dir / SAVED_MANIFEST
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
-    return BulkManifest.from_json(saved["manifest"], status_url=saved["status_url"])
+    try:
+        saved = json.loads(path.read_text())
+        return BulkManifest.from_json(saved["manifest"], status_url=saved["status_url"])
+    except (OSError, ValueError, KeyError, TypeError, FhirProtocolError) as exc:
+        raise BulkExportError(f"{path}: not a manifest saved by a download: {exc}") from exc
 
 
 def _claim(dest_dir: Path, manifest: BulkManifest, *, resume: bool) -> None:
     """Save the manifest in ``dest_dir``, unless it holds another export's that a resume would mix in."""
     previous = saved_manifest(dest_dir)
-    if resume and previous is not None and previous.raw != manifest.raw:
+    if resume and previous is not None and _export_identity(previous) != _export_identity(manifest):
         raise BulkExportError(
             f"{dest_dir} holds the files of another export ({previous.status_url}, "
             f"transactionTime {previous.transaction_time.isoformat()}); download into an empty directory"
@@ -301,6 +304,12 @@ def _claim(dest_dir: Path, manifest: BulkManifest, *, resume: bool) -> None:
     part = dest_dir / f"{SAVED_MANIFEST}.part"
     part.write_text(json.dumps(saved, indent=2))
     os.replace(part, dest_dir / SAVED_MANIFEST)
+
+
+def _export_identity(manifest: BulkManifest) -> tuple[object, ...]:
+    """What makes two manifests the same export's, file by file; file URLs may be re-signed at every poll."""
+    types = tuple(item.type for item in manifest.output) + tuple(item.type for item in manifest.error)
+    return (manifest.status_url, manifest.transaction_time, manifest.request, types)
 
 
 def _download_file(

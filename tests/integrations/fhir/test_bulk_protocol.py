@@ -27,6 +27,7 @@ from integrations.fhir import (
     FhirClient,
     FhirConfig,
     FhirProtocolError,
+    FhirUnavailableError,
     NdjsonLineError,
     RetryPolicy,
     bulk,
@@ -260,6 +261,38 @@ def test_a_directory_holding_another_exports_files_is_not_resumed_into(tmp_path:
         fresh = bulk.download(client, other, tmp_path, resume=False)
     assert [file.skipped for file in fresh.files] == [False]
     assert bulk.saved_manifest(tmp_path) == other
+
+
+def test_a_resume_follows_the_file_urls_of_the_latest_poll_of_the_same_export(tmp_path: Path):
+    # A server handing out signed URLs signs them again at every poll: same export, new URLs.
+    first_urls = [f"{FILES}/o-1.ndjson?sig=aaa", f"{FILES}/o-2.ndjson?sig=aaa"]
+    later_urls = [f"{FILES}/o-1.ndjson?sig=bbb", f"{FILES}/o-2.ndjson?sig=bbb"]
+    first = bulk.BulkManifest.from_json(
+        _manifest(output=[{"type": "Observation", "url": url} for url in first_urls]), status_url=STATUS_URL
+    )
+    later = bulk.BulkManifest.from_json(
+        _manifest(output=[{"type": "Observation", "url": url} for url in later_urls]), status_url=STATUS_URL
+    )
+    seen: list[httpx.Request] = []
+    files = {first_urls[0]: OBSERVATION_LINE, later_urls[1]: OBSERVATION_LINE}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if str(request.url) == first_urls[1]:
+            return httpx.Response(503)  # the first run dies on file 2
+        return _file_server(files, seen)(request)
+
+    with _client(handle) as client:
+        with pytest.raises(FhirUnavailableError):
+            bulk.download(client, first, tmp_path)
+        resumed = bulk.download(client, later, tmp_path)
+    assert [str(request.url) for request in seen] == [first_urls[0], later_urls[1]]
+    assert [file.skipped for file in resumed.files] == [True, False]
+
+
+def test_a_corrupt_saved_manifest_is_a_project_error(tmp_path: Path):
+    (tmp_path / bulk.SAVED_MANIFEST).write_text("{not json")
+    with pytest.raises(BulkExportError, match="not a manifest saved by a download"):
+        bulk.saved_manifest(tmp_path)
 
 
 def test_iter_ndjson_names_the_file_and_line_of_a_bad_line(tmp_path: Path):
