@@ -12,6 +12,8 @@
 //             polls (so a client's waiting is exercised), then 200 + the JSON manifest.
 //             DELETE: 202, the job and its files are gone (a later GET is a 404).
 //   download  GET [base]/$export-file/{job}/{n}: application/fhir+ndjson, streamed from a temporary file.
+// Not implemented: the kick-off by POST with a Parameters body, _elements, includeAssociatedData, the `deleted`
+// list of the manifest, gzip, and expiry of finished jobs (they live until DELETE or the server stops).
 // Which resources: the stored resources of each type, in repository order, matched by Medplum's own
 // matchesSearchRequest against each _typeFilter query (parsed by Medplum's parseSearchRequest) and against
 // `_lastUpdated=gt<_since>`; nothing updated after the job's transactionTime. The Patient and Group levels keep
@@ -40,7 +42,6 @@ const PATIENT_COMPARTMENT = new Map(
     .resource.filter((entry) => entry.param?.length)
     .map((entry) => [entry.code, entry.param]),
 );
-PATIENT_COMPARTMENT.set('Patient', ['link']);
 
 class ExportRequestError extends Error {
   constructor(status, code, message) {
