@@ -16,7 +16,8 @@ the record and the reason::
     │   ├── FhirUnavailableError     connection errors / 429 / 5xx until the retry budget ran out
     │   ├── FhirProtocolError        not the FHIR JSON asked for (HTML page, bad JSON, wrong resourceType)
     │   ├── FhirAuthError            the token endpoint refused us, or the key cannot sign
-    │   └── FhirResourceInvalidError a resource we built fails R4 validation (also ValueError)
+    │   ├── FhirResourceInvalidError a resource we built fails R4 validation (also ValueError)
+    │   └── BulkExportError          a Bulk Data $export that did not deliver (refused, failed, timed out, incomplete)
     ├── Hl7Error                     integrations.hl7 (tree in integrations/hl7/errors.py)
     │   ├── Hl7MessageError          a refused message: Hl7ParseError, UnsupportedMessageError (AR);
     │   │                            Hl7StructureError, EcgWaveformError (AE)

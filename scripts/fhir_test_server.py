@@ -28,7 +28,13 @@ class FhirServerError(RuntimeError):
     """The test server cannot start; the message says what to install or what it printed."""
 
 
-def node_command(port: int = 0, *, check_fast_paths: bool = False) -> list[str]:
+def node_command(
+    port: int = 0,
+    *,
+    check_fast_paths: bool = False,
+    export_polls: int | None = None,
+    export_file_resources: int | None = None,
+) -> list[str]:
     node = shutil.which("node")
     if node is None:
         raise FhirServerError("node is not on PATH; the FHIR test server needs Node >= 20")
@@ -37,8 +43,12 @@ def node_command(port: int = 0, *, check_fast_paths: bool = False) -> list[str]:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
     major = int(re.match(r"v(\d+)", version.strip()).group(1))  # type: ignore[union-attr]
     flags = ["--experimental-websocket"] if major < NODE_22_MAJOR else []
-    checks = ["--check-fast-paths"] if check_fast_paths else []
-    return [node, *flags, str(SERVER_DIR / "server.mjs"), str(port), *checks]
+    options = ["--check-fast-paths"] if check_fast_paths else []
+    if export_polls is not None:
+        options.append(f"--export-polls={export_polls}")
+    if export_file_resources is not None:
+        options.append(f"--export-file-resources={export_file_resources}")
+    return [node, *flags, str(SERVER_DIR / "server.mjs"), str(port), *options]
 
 
 def _read_port(process: subprocess.Popen[str]) -> int:
@@ -58,14 +68,27 @@ def _read_port(process: subprocess.Popen[str]) -> int:
 
 
 @contextmanager
-def fhir_test_server(port: int = 0, *, check_fast_paths: bool = False) -> Iterator[str]:
+def fhir_test_server(
+    port: int = 0,
+    *,
+    check_fast_paths: bool = False,
+    export_polls: int | None = None,
+    export_file_resources: int | None = None,
+) -> Iterator[str]:
     """Run the server on 127.0.0.1 (a free port by default); yield its FHIR base URL; stop it.
 
     ``check_fast_paths``: answer every search Medplum's way too and fail on a difference (the tests' server).
+    ``export_polls``: how many polls of a Bulk Data export's status URL answer 202 before the manifest (default 2);
+    ``export_file_resources``: the most resources in one export file (default 1000).
     """
     # stderr to a file, not a pipe: a chatty server must never block on a full pipe nobody reads.
     with LOG_FILE.open("w") as log:
-        command = node_command(port, check_fast_paths=check_fast_paths)
+        command = node_command(
+            port,
+            check_fast_paths=check_fast_paths,
+            export_polls=export_polls,
+            export_file_resources=export_file_resources,
+        )
         process = subprocess.Popen(command, cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
             yield f"http://127.0.0.1:{_read_port(process)}/fhir"

@@ -28,7 +28,8 @@ def fhir_base_url() -> Iterator[str]:
     """Start the Medplum FHIR shim on a free port; yield its FHIR base URL; stop it."""
     launcher = _launcher()
     try:
-        server = launcher.fhir_test_server(check_fast_paths=True)  # the shim's shortcuts checked on every search
+        # The shim's shortcuts checked on every search; small export files, so that exports of a few ECGs span several.
+        server = launcher.fhir_test_server(check_fast_paths=True, export_file_resources=3)
         base_url = server.__enter__()
     except launcher.FhirServerError as exc:
         pytest.fail(str(exc))

@@ -8,14 +8,21 @@
 - :mod:`.pull`: :func:`pull_ecgs`, the incremental pull
 - :mod:`.writeback`: :func:`write_back`, findings as AI-asserted Observations (their shape: :mod:`.ai_finding`)
 - :mod:`.supersede`: :func:`retire_superseded`, the findings of a corrected ECG's earlier versions retired
+- :mod:`.bulk`: Bulk Data ``$export``: ``kick_off``, ``poll``, ``download``, ``iter_ndjson``, ``cancel``
 - :mod:`.errors`: the FHIR subtree of the exception tree
 """
 
 from integrations.fhir.auth import BearerTokenAuth, SmartBackendAuth
+from integrations.fhir.bulk import BulkDownload, BulkExportRequest, BulkFile, BulkManifest, DownloadedFile, ExportLevel
 from integrations.fhir.client import CreateOutcome, FhirClient
 from integrations.fhir.config import FhirConfig, FlowPolicy, RetryPolicy, SmartBackendConfig
 from integrations.fhir.ecg_mapping import ecg_to_observation, observation_to_ecg
 from integrations.fhir.errors import (
+    BulkExportError,
+    BulkExportFailedError,
+    BulkExportIncompleteError,
+    BulkExportRefusedError,
+    BulkExportTimeoutError,
     EcgRejectReason,
     FhirAuthError,
     FhirCircuitOpenError,
@@ -25,6 +32,7 @@ from integrations.fhir.errors import (
     FhirResourceInvalidError,
     FhirUnavailableError,
     InvalidEcgObservation,
+    NdjsonLineError,
     PagingLoopError,
 )
 from integrations.fhir.pull import (
@@ -49,11 +57,22 @@ from integrations.fhir.writeback import (
 
 __all__ = [
     "BearerTokenAuth",
+    "BulkDownload",
+    "BulkExportError",
+    "BulkExportFailedError",
+    "BulkExportIncompleteError",
+    "BulkExportRefusedError",
+    "BulkExportRequest",
+    "BulkExportTimeoutError",
+    "BulkFile",
+    "BulkManifest",
     "CreateOutcome",
+    "DownloadedFile",
     "EcgPull",
     "EcgPullConfig",
     "EcgReference",
     "EcgRejectReason",
+    "ExportLevel",
     "FhirAuthError",
     "FhirCircuitOpenError",
     "FhirClient",
@@ -67,6 +86,7 @@ __all__ = [
     "FlowPolicy",
     "InvalidEcgObservation",
     "ModelInfo",
+    "NdjsonLineError",
     "ObservationVersion",
     "PagingLoopError",
     "PullItem",

@@ -62,7 +62,9 @@ def load_signing_key(config: SmartBackendConfig) -> rsa.RSAPrivateKey | ec.Ellip
 class SmartBackendAuth(httpx.Auth):
     """SMART Backend Services client: signs a JWT assertion, trades it for a cached access token."""
 
-    requires_response_body = True
+    # The token answer is read explicitly in auth_flow; httpx's requires_response_body would read every
+    # answer, and so load a streamed Bulk Data download whole into memory.
+    requires_response_body = False
 
     def __init__(self, config: SmartBackendConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._config = config
@@ -110,6 +112,7 @@ class SmartBackendAuth(httpx.Auth):
 
     def _store(self, response: httpx.Response) -> AccessToken:
         token_url = self._config.token_url
+        response.read()
         if response.status_code != httpx.codes.OK:
             raise FhirAuthError(token_url, f"HTTP {response.status_code}: {response.text[:300]}")
         try:

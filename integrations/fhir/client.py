@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,31 @@ class FhirClient:
         response = self._send("POST", "", content=json.dumps(bundle), headers=headers)
         return self._json(response, expect="Bundle")
 
+    def request(self, method: str, url: str, *, headers: dict[str, str] | None = None) -> httpx.Response:
+        """A raw request (absolute URL, or relative to the base) with the client's auth and retries.
+
+        For exchanges that are not one FHIR resource (the Bulk Data kick-off, its status URL): returns the
+        2xx response as is, or raises like every other call.
+        """
+        return self._send(method, url, headers=headers)
+
+    @contextmanager
+    def stream(
+        self, url: str, *, headers: dict[str, str] | None = None, authenticated: bool = True
+    ) -> Iterator[httpx.Response]:
+        """GET ``url`` with the body left unread, to be streamed (a Bulk Data file); closed on exit.
+
+        Retries and errors as every call, until the answer's head arrives: a failure while the body streams
+        is the caller's (httpx errors). ``authenticated=False`` sends no credentials at all, for file servers
+        that must not see the FHIR server's token. The flow-control slot is held for the head only.
+        """
+        auth: Any = httpx.USE_CLIENT_DEFAULT if authenticated else None
+        response = self._send("GET", url, headers=headers, stream=True, auth=auth)
+        try:
+            yield response
+        finally:
+            response.close()
+
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send with retries; return a 2xx response or raise a :class:`FhirError`.
 
@@ -143,11 +169,23 @@ class FhirClient:
             spent_s += delay_s
             attempt += 1
 
-    def _attempt(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response | None, str, float | None]:
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        *,
+        stream: bool = False,
+        auth: Any = httpx.USE_CLIENT_DEFAULT,
+        **kwargs: Any,
+    ) -> tuple[httpx.Response | None, str, float | None]:
         """One try: (response, "", None) on success, (None, failure, Retry-After seconds) if worth a retry."""
         with self.flow.slot(method, self._shown_url(url)) as slot:
             try:
-                response = self._http.request(method, url, **kwargs)
+                request = self._http.build_request(method, url, **kwargs)
+                response = self._http.send(request, stream=stream, auth=auth)
+                if stream and not response.is_success:
+                    response.read()  # an error's body is small and its text goes into the error
+                    response.close()
             except RETRYABLE_TRANSPORT_ERRORS as exc:
                 slot.outcome = _transport_outcome(exc)
                 return None, f"{type(exc).__name__}: {exc}", None

@@ -12,6 +12,12 @@ every message names the request or the resource and the reason::
         ├── FhirProtocolError            an answer that is not the FHIR JSON we asked for (HTML page, bad Bundle)
         ├── FhirAuthError                the token endpoint refused us, or the private key cannot be used
         ├── FhirResourceInvalidError     a resource we built fails R4 validation before it is sent (also ValueError)
+        ├── BulkExportError              a Bulk Data export ($export) that did not deliver
+        │   ├── BulkExportRefusedError   the kick-off was answered 4xx (unsupported _type, bad _typeFilter, no $export)
+        │   ├── BulkExportFailedError    the status URL reports the job failed (4xx, or an OperationOutcome)
+        │   ├── BulkExportTimeoutError   the job did not complete within the caller's max_wait_s
+        │   ├── BulkExportIncompleteError the manifest's error files report resources that were not exported
+        │   └── NdjsonLineError          a line of a downloaded NDJSON file that is not a JSON object (file, line)
         └── InvalidEcgObservation        an ECG Observation that cannot be decoded (also InvalidEcgError)
 """
 
@@ -98,6 +104,63 @@ class FhirResourceInvalidError(FhirError, ValueError):
     def __init__(self, resource_name: str, reason: str) -> None:
         super().__init__(f"{resource_name}: not a valid R4 resource: {reason}")
         self.resource_name = resource_name
+        self.reason = reason
+
+
+class BulkExportError(FhirError):
+    """Base of the Bulk Data export errors: the export did not deliver what was asked for."""
+
+
+class BulkExportRefusedError(BulkExportError):
+    """The server refused the kick-off with a 4xx: the request itself is wrong or unsupported there."""
+
+    def __init__(self, url: str, status: int, outcome_text: str) -> None:
+        super().__init__(f"bulk export kick-off {url} refused: HTTP {status}: {outcome_text}")
+        self.url = url
+        self.status = status
+        self.outcome_text = outcome_text
+
+
+class BulkExportFailedError(BulkExportError):
+    """The export job failed at the server: its status URL answered an error instead of a manifest."""
+
+    def __init__(self, status_url: str, reason: str) -> None:
+        super().__init__(f"bulk export {status_url} failed: {reason}")
+        self.status_url = status_url
+        self.reason = reason
+
+
+class BulkExportTimeoutError(BulkExportError):
+    """The job was still running after ``waited_s``; it may yet complete (poll ``status_url`` again) or be cancelled."""
+
+    def __init__(self, status_url: str, waited_s: float, progress: str | None) -> None:
+        shown = f" (last progress: {progress})" if progress else ""
+        super().__init__(f"bulk export {status_url} not complete after {waited_s:.0f} s{shown}")
+        self.status_url = status_url
+        self.waited_s = waited_s
+        self.progress = progress
+
+
+class BulkExportIncompleteError(BulkExportError):
+    """The manifest's error files report issues of severity error or fatal: some resources were not exported.
+
+    The output files were downloaded all the same: ``files`` lists them, for a caller that accepts a partial export.
+    """
+
+    def __init__(self, issues: tuple[str, ...], files: tuple[object, ...]) -> None:
+        shown = "; ".join(issues[:5]) + (f"; and {len(issues) - 5} more" if len(issues) > 5 else "")
+        super().__init__(f"bulk export incomplete, {len(issues)} error(s) reported by the server: {shown}")
+        self.issues = issues
+        self.files = files
+
+
+class NdjsonLineError(BulkExportError):
+    """A line of a downloaded NDJSON file that is not one JSON object: the file is corrupt or not NDJSON."""
+
+    def __init__(self, path: str, line_number: int, reason: str) -> None:
+        super().__init__(f"{path}, line {line_number}: {reason}")
+        self.path = path
+        self.line_number = line_number
         self.reason = reason
 
 

@@ -176,3 +176,29 @@ def test_a_static_bearer_token_is_sent_on_every_request():
     client.read("Observation", "o1")
 
     assert seen == ["Bearer s3cret", "Bearer s3cret"]
+
+
+class _NdjsonChunks(httpx.SyncByteStream):
+    def __iter__(self):
+        yield b'{"resourceType":"Observation","id":"o1"}\n'
+        yield b'{"resourceType":"Observation","id":"o2"}\n'
+
+
+def test_a_streamed_answer_is_handed_over_unread_so_a_bulk_data_file_never_sits_in_memory(tmp_path, rsa_key):
+    server = FakeAuthorizationServer(rsa_key.public_key(), "RS384")
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        answer = server.handle(request)  # the token endpoint, and the token check
+        if request.url.path.endswith("/files/1.ndjson") and answer.status_code == 200:
+            return httpx.Response(200, stream=_NdjsonChunks())
+        return answer
+
+    auth = SmartBackendAuth(smart_config(write_key(tmp_path, rsa_key)), clock=Clock())
+    client = FhirClient(FhirConfig(base_url=BASE_URL), auth=auth, transport=httpx.MockTransport(handle))
+    with client.stream(f"{BASE_URL}/files/1.ndjson") as response:
+        assert response.status_code == 200 and not response.is_stream_consumed
+        assert list(response.iter_lines()) == [
+            '{"resourceType":"Observation","id":"o1"}',
+            '{"resourceType":"Observation","id":"o2"}',
+        ]
+    assert len(server.claims) == 1  # the token answer itself was read

