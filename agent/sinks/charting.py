@@ -72,9 +72,10 @@ def _label(manifests: ManifestIndex, version: str, finding: PayloadFinding) -> D
 
 
 def quality_note(release: ReleaseEntry, rule: ReleaseRule, model: ModelRef) -> str:
-    """``Validated on 200 ECGs: sensitivity 71 %, PPV 42 % at 10 % prevalence, AUROC 0.92 (95 % CI 0.86–0.97);
+    """``Validated on 200 ECGs: sensitivity 71 %, PPV 42 % at 10 % prevalence, AUROC 0.92 (95 % CI 0.86 to 0.97);
     model ecg-ck 1.2.0. Not a measurement.``"""
-    ci = f"{rule.ci_level * 100:.0f} % CI {_decimal(release.auroc_ci_low)}–{_decimal(release.auroc_ci_high)}"
+    # "to", not an en dash: the sentence also travels in HL7 v2 NTE segments, whose default character set is ASCII.
+    ci = f"{rule.ci_level * 100:.0f} % CI {_decimal(release.auroc_ci_low)} to {_decimal(release.auroc_ci_high)}"
     return (
         f"Validated on {release.n_known} ECGs: sensitivity {_percent(release.sensitivity)}, "
         f"PPV {_percent(release.ppv)} at {_percent(release.prevalence)} prevalence, "

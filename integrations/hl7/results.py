@@ -88,6 +88,10 @@ class EcgResults:
             raise ValueError("only a correction retracts findings")
 
 
+#: MSH-18 for a message with characters beyond ASCII (a name such as "Sjögren syndrome", "µV").
+UTF8_CHARACTER_SET = "UNICODE UTF-8"
+
+
 def build_results_oru(
     results: EcgResults,
     *,
@@ -118,7 +122,12 @@ def build_results_oru(
     sent = [(finding, status) for finding in results.findings] + [(finding, "D") for finding in results.retracted]
     for sub_id, (finding, finding_status) in enumerate(sent, start=1):
         _add_finding(order, results, finding, str(sub_id), finding_status)
-    return message.to_er7().encode("utf-8")
+    text = message.to_er7()
+    if not text.isascii():
+        # HL7 v2's default character set is ASCII: a receiver reads UTF-8 only when MSH-18 says so (table 0211).
+        message.msh.msh_18 = UTF8_CHARACTER_SET
+        text = message.to_er7()
+    return text.encode("utf-8")
 
 
 def _add_finding(order: Group, results: EcgResults, finding: Finding, sub_id: str, status: str) -> None:

@@ -58,7 +58,7 @@ def test_the_quality_note_says_in_words_how_good_the_label_was_on_validation():
     rule = ReleaseRule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, ci_level=0.95, n_bootstrap=20, seed=0)
 
     assert quality_note(release, rule, ModelRef("ecg-ck", "1.2.0", "0" * 64)) == (
-        "Validated on 200 ECGs: sensitivity 71 %, PPV 42 % at 10 % prevalence, AUROC 0.92 (95 % CI 0.86–0.97); "
+        "Validated on 200 ECGs: sensitivity 71 %, PPV 42 % at 10 % prevalence, AUROC 0.92 (95 % CI 0.86 to 0.97); "
         "model ecg-ck 1.2.0. Not a measurement."
     )
 

@@ -97,3 +97,17 @@ def test_a_correction_marks_the_order_and_its_results_c_and_sends_what_it_no_lon
 def test_only_a_correction_retracts():
     with pytest.raises(ValueError, match="only a correction"):
         dataclasses.replace(RESULTS, retracted=RESULTS.findings)
+
+
+def test_a_results_message_beyond_ascii_declares_utf8_in_msh_18_and_an_ascii_one_declares_nothing():
+    from datetime import UTC, datetime
+
+    from integrations.hl7.results import UTF8_CHARACTER_SET, EcgResults, Finding, ModelInstance, build_results_oru
+
+    def oru(display: str) -> str:
+        finding = Finding("diagnosis", "M350", "I10", display, 0.8, True)
+        results = EcgResults("ECG-1", "MRN1", datetime(2026, 11, 20, tzinfo=UTC), (finding,), ModelInstance("m", "1"))
+        return build_results_oru(results, control_id="C1").decode("utf-8")
+
+    assert oru("Sjögren syndrome").split("\r")[0].split("|")[17] == UTF8_CHARACTER_SET
+    assert len(oru("Sicca syndrome").split("\r")[0].split("|")) < 18
