@@ -205,7 +205,7 @@ def _examine(
         return None
     except _Unusable as exc:
         return _reject(candidate, store, str(exc))
-    study = store.upsert_study(_study_of(record, candidate.source))
+    study = store.upsert_study(study_of(record, candidate.source))
     return NewRecord(study.id, record)
 
 
@@ -317,7 +317,8 @@ def _mimic_subject_id(record_id: str) -> str | None:
     return None
 
 
-def _study_of(record: EcgRecord, source: str) -> EcgStudy:
+def study_of(record: EcgRecord, source: str) -> EcgStudy:
+    """The study key of a record read by the feed: (source, relative path, content sha256)."""
     assert record.source_version is not None  # set by _read
     return EcgStudy(
         source=source,
