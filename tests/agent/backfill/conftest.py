@@ -71,7 +71,7 @@ def synthetic_record(record_id: str, seed: int) -> EcgRecord:
     rng = np.random.default_rng(seed)
     t = np.arange(5000) / 500.0
     signal = np.stack([np.sin(2 * np.pi * 1.2 * t + lead) + 0.05 * rng.standard_normal(t.size) for lead in range(12)])
-    return EcgRecord(record_id, signal, 500.0, MODEL_LEAD_ORDER, source="wfdb")
+    return EcgRecord(record_id, signal, 500.0, MODEL_LEAD_ORDER, source="wfdb", subject_id=f"{10000000 + seed}")
 
 
 def write_wfdb_tree(root: Path, n_records: int) -> Path:
