@@ -33,6 +33,7 @@ from model_training.artifact import MODEL_FILE
 from .conftest import CORPUS, Hospital, corpus_archive, write_wfdb_tree
 
 N_TARGETS = 4  # the tiny artifact: 2 diagnoses + 2 lab targets
+pytestmark = pytest.mark.slow  # a cluster of two worker processes, each importing torch
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers run this module's task wrappers
 
 
