@@ -47,14 +47,15 @@ class PartitionTask:
 
 @dataclass(frozen=True, slots=True)
 class PartitionResult:
+    """What a partition did: ``scored``, ``quarantined``, ``already_scored``, ``not_ecg``, ..."""
+
     key: str
     counts: dict[str, int]
-    problems: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
 class PartitionTally:
-    """The outcome counts of one partition (a :class:`agent.batch.Tally`)."""
+    """The outcome counts of one partition (a :class:`agent.batch.Tally`; ``problems`` stays empty without shadows)."""
 
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
@@ -75,11 +76,12 @@ def score_partition(task: PartitionTask) -> PartitionResult:
     model = _verified_model(store, task)
     tally = PartitionTally()
     options = ReadOptions(site_tz=settings.site.zone, fhir=_pull_config(settings))
+    routes = outbox_routes(settings)
     items = read_partition(task.partition, options, tally.counts)
     for batch in batches(items, settings.scoring.batch_size):
-        process_batch(store, batch, model, (), outbox_routes(settings), settings.scoring, tally)
+        process_batch(store, batch, model, (), routes, settings.scoring, tally)
     store.finish_backfill_partition(task.backfill, task.partition.key, BackfillStatus.DONE, counts=tally.counts)
-    return PartitionResult(task.partition.key, dict(tally.counts), tuple(tally.problems))
+    return PartitionResult(task.partition.key, dict(tally.counts))
 
 
 def outbox_routes(settings: AgentSettings) -> list[CarriedRoute]:
