@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -68,6 +69,36 @@ log = logging.getLogger(__name__)
 ECG_QUARANTINE_KIND = "ecg"
 #: Failures of one record inside the model or the preprocessing (torch raises RuntimeError).
 SCORING_ERRORS: tuple[type[Exception], ...] = (IntegrationError, ArtifactError, ValueError, RuntimeError)
+
+
+class Tally(Protocol):
+    """Where batch processing counts its outcomes: a run's report, or a backfill partition's."""
+
+    counts: Counter[str]
+    problems: list[str]
+
+
+class OutboxRoute(Protocol):
+    """What batch processing needs of a sink: which studies' results it takes, and its outbox destination.
+
+    A :class:`~agent.sinks.ResultSink` is one; a backfill worker, which enqueues but never sends, uses
+    :class:`CarriedRoute` built from the settings alone.
+    """
+
+    destination: str
+
+    def accepts(self, study: StoredStudy) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedRoute:
+    """An outbox destination and the sources whose results it carries (see :mod:`agent.routing`)."""
+
+    destination: str
+    carries: frozenset[str]
+
+    def accepts(self, study: StoredStudy) -> bool:
+        return study.study.source in self.carries
 
 
 @dataclass(slots=True)
@@ -193,8 +224,8 @@ def _collect(
     pulled = _SourceItems(source, limits)
     items = tqdm(pulled, desc=f"score {source.name}", unit="ecg", disable=not progress)
     try:
-        for batch in _batches(items, scoring.batch_size):
-            _process_batch(store, batch, active, shadows, sinks, scoring, report)
+        for batch in batches(items, scoring.batch_size):
+            process_batch(store, batch, active, shadows, sinks, scoring, report)
             source.done(batch)
             deliveries.pump()
     finally:
@@ -243,7 +274,8 @@ class _SourceItems:
         return self.stopped_by_deadline
 
 
-def _batches(items: Iterable[Pulled], size: int) -> Iterator[list[Pulled]]:
+def batches(items: Iterable[Pulled], size: int) -> Iterator[list[Pulled]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily."""
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
@@ -259,15 +291,21 @@ class _Admitted:
     patient_identifier: PatientIdentifier | None = None
 
 
-def _process_batch(
+def process_batch(
     store: Store,
-    batch: list[Pulled],
+    batch: Sequence[Pulled],
     active: LoadedModel,
     shadows: Sequence[LoadedModel],
-    sinks: Sequence[ResultSink],
+    routes: Sequence[OutboxRoute],
     scoring: ScoringSettings,
-    report: RunReport,
+    report: Tally,
 ) -> None:
+    """Store, validate, score and commit one batch of pulled items; every outcome is counted in ``report``.
+
+    Idempotent: an item already scored is counted ``already_scored``, a known bad one only counts its
+    quarantine row, and the results' rows and outbox keys are unique. The caller acknowledges the
+    batch to its source (or records its backfill partition) only after this returns.
+    """
     report.counts["pulled"] += len(batch)
     for item in batch:
         if isinstance(item, RejectedItem):
@@ -280,10 +318,10 @@ def _process_batch(
     records = {entry.study.id: entry.record for entry in admitted}
     shadow_scores = [_score_shadow(scored, records, model, scoring, report) for model in shadows]
     by_id = {entry.study.id: entry for entry in admitted}
-    _commit_results(store, scored, shadow_scores, by_id, sinks, active, report)
+    _commit_results(store, scored, shadow_scores, by_id, routes, active, report)
 
 
-def _store_studies(store: Store, items: list[PulledEcg], report: RunReport) -> list[tuple[PulledEcg, StoredStudy]]:
+def _store_studies(store: Store, items: list[PulledEcg], report: Tally) -> list[tuple[PulledEcg, StoredStudy]]:
     """The study row of each item, in one commit; a row the store refuses quarantines its item alone."""
     try:
         with store.transaction() as unit:  # one commit for the batch's study rows, not one per study
@@ -306,7 +344,7 @@ def _store_studies(store: Store, items: list[PulledEcg], report: RunReport) -> l
 
 
 def _admissible(
-    store: Store, stored: list[tuple[PulledEcg, StoredStudy]], active: LoadedModel, report: RunReport
+    store: Store, stored: list[tuple[PulledEcg, StoredStudy]], active: LoadedModel, report: Tally
 ) -> list[_Admitted]:
     """Studies that are new and pass validation; the rest are counted, and the invalid ones quarantined."""
     rules = validation_rules(active.artifact.manifest)
@@ -341,7 +379,7 @@ def _score_each(
     admitted: list[_Admitted],
     active: LoadedModel,
     scoring: ScoringSettings,
-    report: RunReport,
+    report: Tally,
 ) -> list[tuple[StoredStudy, ScoredEcg]]:
     records = [entry.record for entry in admitted]
     try:
@@ -369,7 +407,7 @@ def _score_shadow(
     records: dict[int, EcgRecord],
     model: LoadedModel,
     scoring: ScoringSettings,
-    report: RunReport,
+    report: Tally,
 ) -> dict[int, ScoredEcg]:
     """Shadow results by study id, for the studies the active model scored; a shadow failure never fails the run."""
     studies = [study for study, _ in scored]
@@ -391,16 +429,16 @@ def _commit_results(
     scored: list[tuple[StoredStudy, ScoredEcg]],
     shadow_scores: list[dict[int, ScoredEcg]],
     admitted: dict[int, _Admitted],
-    sinks: Sequence[ResultSink],
+    routes: Sequence[OutboxRoute],
     active: LoadedModel,
-    report: RunReport,
+    report: Tally,
 ) -> None:
     """The batch's results, outbox rows and statuses in one commit; if the store refuses it, study by study."""
     try:
         with store.transaction() as unit:
             for study, result in scored:
                 _write_study(unit, admitted[study.id], result, [shadow.get(study.id) for shadow in shadow_scores],
-                             sinks, active)  # fmt: skip
+                             routes, active)  # fmt: skip
         report.counts["scored"] += len(scored)
         report.counts["shadow_scored"] += sum(len(shadow) for shadow in shadow_scores)
         return
@@ -412,7 +450,7 @@ def _commit_results(
         shadows = [shadow.get(study.id) for shadow in shadow_scores]
         try:
             with store.transaction() as unit:
-                _write_study(unit, admitted[study.id], result, shadows, sinks, active)
+                _write_study(unit, admitted[study.id], result, shadows, routes, active)
         except StoreUnavailableError:
             raise
         except StoreError as exc:  # the per-record boundary: a constraint on this study's result rows
@@ -427,7 +465,7 @@ def _write_study(
     entry: _Admitted,
     result: ScoredEcg,
     shadows: list[ScoredEcg | None],
-    sinks: Sequence[ResultSink],
+    routes: Sequence[OutboxRoute],
     active: LoadedModel,
 ) -> None:
     study, notes = entry.study, entry.assessment.notes
@@ -437,13 +475,13 @@ def _write_study(
     if notes:
         unit.set_signal_notes(study.id, notes)
     payload = _payload(entry, result, active)
-    for sink in sinks:
-        if sink.accepts(study):
-            unit.enqueue_outbox(_outbox_message(sink.destination, payload))
+    for route in routes:
+        if route.accepts(study):
+            unit.enqueue_outbox(_outbox_message(route.destination, payload))
     unit.set_study_status(study.id, StudyStatus.SCORED)
 
 
-def _refuse(store: Store, study: StoredStudy, reason: str, report: RunReport, *, outcome: str = "quarantined") -> None:
+def _refuse(store: Store, study: StoredStudy, reason: str, report: Tally, *, outcome: str = "quarantined") -> None:
     """Quarantine a stored study and mark it failed, in one commit."""
     entry = _study_entry(study, reason)
     with store.transaction() as unit:
@@ -458,7 +496,7 @@ def _study_entry(study: StoredStudy, reason: str) -> QuarantineEntry:
                            raw_ref=study_ref(study.study))  # fmt: skip
 
 
-def _quarantine_rejected(store: Store, item: RejectedItem, report: RunReport) -> None:
+def _quarantine_rejected(store: Store, item: RejectedItem, report: Tally) -> None:
     if item.quarantine_id is not None:  # the source quarantined it itself (the WFDB feed), once
         report.counts["quarantined"] += 1
         log.warning("quarantined %s: %s", item.entry.raw_ref, item.entry.reason)
@@ -466,7 +504,7 @@ def _quarantine_rejected(store: Store, item: RejectedItem, report: RunReport) ->
     _count_quarantine(store, item.entry, report, outcome="quarantined")
 
 
-def _count_quarantine(store: Store, entry: QuarantineEntry, report: RunReport, *, outcome: str) -> None:
+def _count_quarantine(store: Store, entry: QuarantineEntry, report: Tally, *, outcome: str) -> None:
     """Quarantine ``entry``; counted under ``outcome`` the first time, as ``already_quarantined`` after."""
     sighting = store.quarantine(entry)
     if sighting.first_time:

@@ -24,7 +24,7 @@ from agent.errors import AgentError
 from agent.redaction import install_secret_masking, mask_secrets
 from agent.settings import AgentSettings, load_settings
 from integrations.errors import IntegrationError
-from integrations.store import ModelAuditEntry, ModelVersion, OutboxStatus, Store
+from integrations.store import BackfillProgress, BackfillStatus, ModelAuditEntry, ModelVersion, OutboxStatus, Store
 
 if TYPE_CHECKING:  # imported lazily below: loading torch is slow, and `config check` should not need it
     from agent.registry import ModelRegistry, VerifyResult
@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Accept HL7 v2 ORU^R01 ECG messages over MLLP (TLS optional), store each durably in the inbox, "
         "then ACK. Scoring happens in the next batch run.",
     )  # fmt: skip
-    commands.add_parser("status", help="last runs, active and shadow models, backlog, quarantine counts")
+    _add_backfill_command(commands)
+    commands.add_parser("status", help="last runs, active and shadow models, backlog, quarantine, backfills")
     quarantine = commands.add_parser("quarantine", help="what could not be used, and why")
     quarantine_actions = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
     quarantine_list = quarantine_actions.add_parser("list", help="open entries, oldest first")
@@ -104,6 +105,31 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--paper", choices=("a4", "letter"), default="a4", help="landscape page size (default: a4)")
     report.add_argument("--model", default=None, help="model version whose results to show (default: active)")
     return parser
+
+
+def _add_backfill_command(commands: argparse._SubParsersAction) -> None:
+    backfill = commands.add_parser(
+        "backfill", help="score an archive (WFDB tree, FHIR Bulk Data NDJSON, HL7 v2 dump) on a Dask cluster",
+        description="List the archive's files in partitions, score them on Dask workers with the active model "
+        "(verified by sha256 on every worker) and commit the results to the same store and outbox as run-once, "
+        "idempotently: ECGs already scored are counted, not scored again. Resumable: a partition is recorded done "
+        "after its commit; the same command again retries the failed and unfinished ones. Default: a local "
+        "cluster on 127.0.0.1 (backfill.workers processes); --scheduler uses an existing cluster (PostgreSQL "
+        "only; each worker reads the same --config and --secrets-dir on its machine). Results are queued; the "
+        "next run-once delivers them. Exit codes: 0 every partition done, 1 some failed (run it again).",
+    )  # fmt: skip
+    backfill.add_argument("--wfdb", type=Path, default=None, metavar="DIR", help="a WFDB tree (read recursively)")
+    backfill.add_argument("--fhir-ndjson", type=Path, default=None, metavar="DIR",
+                          help="FHIR Bulk Data $export output: a folder of NDJSON files")  # fmt: skip
+    backfill.add_argument("--hl7", type=Path, default=None, metavar="DIR",
+                          help="HL7 v2 dump: one ORU^R01 per file, or MLLP-framed batch files")  # fmt: skip
+    backfill.add_argument("--name", default="archive", help="the backfill's name: the same name resumes it")
+    backfill.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                          help="an existing Dask scheduler (backfill.scheduler; default: a local cluster)")  # fmt: skip
+    backfill.add_argument("--workers", type=int, default=None, help="local cluster processes (backfill.workers)")
+    backfill.add_argument("--files-per-partition", type=int, default=None,
+                          help="files (or NDJSON ranges) per partition (backfill.files_per_partition)")  # fmt: skip
+    backfill.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _add_outbox_commands(commands: argparse._SubParsersAction) -> None:
@@ -303,6 +329,8 @@ def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
     quarantine = ", ".join(f"{kind} {count}" for kind, count in sorted(view.quarantine_open.items())) or "none"
     print(f"quarantine (open): {quarantine}")
     _print_routes(settings)
+    for progress in view.backfills:
+        print(_backfill_line(progress))
     print("last runs:" if view.runs else "last runs: none yet")
     for run in view.runs:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items())) or "-"
@@ -313,6 +341,16 @@ def _status(args: argparse.Namespace, settings: AgentSettings) -> int:
         for problem in run.problems:
             print(f"      - {problem}")
     return 0
+
+
+def _backfill_line(progress: BackfillProgress) -> str:
+    done, failed = progress.count(BackfillStatus.DONE), progress.count(BackfillStatus.FAILED)
+    pending = progress.count(BackfillStatus.PENDING)
+    counts = progress.counts
+    line = (f"backfill {progress.backfill}: partitions {done} done, {failed} failed, {pending} pending of "
+            f"{progress.total}; ECGs scored {counts.get('scored', 0)}, quarantined {counts.get('quarantined', 0)}, "
+            f"already scored {counts.get('already_scored', 0)}")  # fmt: skip
+    return line + (f"  (last failure: {progress.last_error}; run the backfill again)" if failed else "")
 
 
 def _quarantine(args: argparse.Namespace, settings: AgentSettings) -> int:
@@ -443,6 +481,26 @@ def _run_once(args: argparse.Namespace, settings: AgentSettings) -> int:
     return outcome.exit_code
 
 
+def _backfill(args: argparse.Namespace, settings: AgentSettings) -> int:
+    from agent.backfill.archive import ArchiveRoots
+    from agent.backfill.client import BackfillPlan, backfill
+
+    roots = ArchiveRoots(wfdb=args.wfdb, fhir_ndjson=args.fhir_ndjson, hl7=args.hl7)
+    if not roots.by_kind():
+        raise AgentError("name at least one archive folder: --wfdb, --fhir-ndjson or --hl7")
+    for folder in roots.by_kind().values():
+        if not folder.is_dir():
+            raise AgentError(f"archive folder {folder} does not exist")
+    overrides = {"workers": args.workers, "files_per_partition": args.files_per_partition,
+                 "scheduler": args.scheduler}  # fmt: skip
+    chosen = {name: value for name, value in overrides.items() if value is not None}
+    settings = settings.model_copy(update={"backfill": settings.backfill.model_copy(update=chosen)})
+    plan = BackfillPlan(args.name, roots, config_file=args.config, secrets_dir=args.secrets_dir)
+    report = backfill(settings, plan, progress=not args.no_progress)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
 def _serve(args: argparse.Namespace, settings: AgentSettings) -> int:
     from agent.serving import serve
 
@@ -463,6 +521,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, AgentSettings], int]] = {
     "db": _db,
     "model": _model,
     "run-once": _run_once,
+    "backfill": _backfill,
     "status": _status,
     "quarantine": _quarantine,
     "outbox": _outbox,

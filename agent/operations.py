@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from agent.sources.fhir import FhirEcgSource, parse_observation_ref
 from integrations.ecg import EcgRecord
 from integrations.ecg_plot import A4_LANDSCAPE, Page, PrintoutFinding, plot_12lead
 from integrations.store import (
+    BackfillProgress,
     InboxStatus,
     ModelState,
     ModelVersion,
@@ -49,6 +50,8 @@ class Status:
     outbox_parked: int
     inbox_waiting: int
     quarantine_open: dict[str, int]
+    #: Archive backfills (``ecg-agent backfill``): partitions done / failed / pending and the ECGs of the done ones.
+    backfills: list[BackfillProgress] = field(default_factory=list)
 
     def active_refusal(self) -> str | None:
         """Why the last finished run refused the active version (tampered, unreadable), if it did."""
@@ -71,6 +74,7 @@ def status(store: Store, *, n_runs: int = 5) -> Status:
         outbox_parked=store.count_outbox(OutboxStatus.FAILED),
         inbox_waiting=store.count_inbox(InboxStatus.RECEIVED),
         quarantine_open=store.count_quarantine(state=QuarantineState.OPEN),
+        backfills=store.backfill_progress(),
     )
 
 

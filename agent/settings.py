@@ -281,6 +281,19 @@ class ScoringSettings(_Section):
     deadline_s: float | None = Field(default=4 * 3600.0, gt=0)
 
 
+class BackfillSettings(_Section):
+    """``ecg-agent backfill``: scoring an archive on a Dask cluster (the command line overrides each)."""
+
+    #: Files (WFDB records, HL7 dump files, NDJSON ranges) per partition: one task, one progress row.
+    files_per_partition: int = Field(default=32, ge=1)
+    #: An NDJSON file is cut into line-aligned ranges of about this size (8 MiB: ~30 ECG Observations).
+    ndjson_range_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Worker processes of the local cluster (one thread each) when no scheduler is given.
+    workers: int = Field(default=2, ge=1)
+    #: An existing Dask scheduler (``tcp://HOST:PORT``); PostgreSQL only, as workers on other machines write.
+    scheduler: str | None = None
+
+
 class SiteSettings(_Section):
     """Facts about the hospital that inputs leave out."""
 
@@ -311,6 +324,7 @@ class AgentSettings(BaseSettings):
     sinks: SinksSettings = SinksSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     scoring: ScoringSettings = ScoringSettings()
+    backfill: BackfillSettings = BackfillSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -140,6 +140,35 @@ def scan(
     store.advance_watermark(watermark_key, datetime.fromtimestamp(settled_before_s, UTC).isoformat())
 
 
+def read_archived_record(
+    folder: Path, header_path: Path, *, source: str = DEFAULT_SOURCE, device_timezone: tzinfo = UTC
+) -> EcgRecord:
+    """One record of an archive (files complete, nothing being copied in), read as :func:`scan` hands it out.
+
+    Its ``record_id`` is the path relative to ``folder`` and its ``source_version`` the content sha256, so a
+    backfill of the folder the nightly feed watches knows each record by the same study key. Raises
+    :class:`EcgReadError` whose ``reason`` is the quarantine reason the feed would give (``malformed: ...``).
+    """
+    candidate = _Record(folder, header_path, source)
+    try:
+        header = _read_header(candidate)
+        files = [header_path, *(header_path.parent / name for name in _data_file_names(header))]
+        missing = [path.name for path in files if not path.is_file()]
+        if missing:
+            raise _Unusable(f"data file missing: {', '.join(missing)}")
+        version = _content_sha256(files)
+        _check_data_sizes(candidate, header)
+        return _read(candidate, version, device_timezone)
+    except (_Unusable, _NotReady) as exc:
+        raise EcgReadError(str(candidate.base), str(exc)) from exc
+
+
+def quarantine_entry(folder: Path, header_path: Path, reason: str) -> QuarantineEntry:
+    """How the feed names an unreadable record in the quarantine: one entry per (record, reason)."""
+    return QuarantineEntry(kind=QUARANTINE_KIND, origin=str(folder), reason=reason,
+                           raw_ref=str(header_path.with_suffix("")))  # fmt: skip
+
+
 def _unscored_record_ids(folder: Path, store: Store, source: str) -> list[str]:
     """Ids of the records with a study of ``source`` still ``new`` and a header still there, in path order."""
     record_ids: set[str] = set()  # a record may have several unscored versions
@@ -176,7 +205,7 @@ def _examine(
         return None
     except _Unusable as exc:
         return _reject(candidate, store, str(exc))
-    study = store.upsert_study(_study_of(record, candidate.source))
+    study = store.upsert_study(study_of(record, candidate.source))
     return NewRecord(study.id, record)
 
 
@@ -288,7 +317,8 @@ def _mimic_subject_id(record_id: str) -> str | None:
     return None
 
 
-def _study_of(record: EcgRecord, source: str) -> EcgStudy:
+def study_of(record: EcgRecord, source: str) -> EcgStudy:
+    """The study key of a record read by the feed: (source, relative path, content sha256)."""
     assert record.source_version is not None  # set by _read
     return EcgStudy(
         source=source,
@@ -305,6 +335,5 @@ def _study_of(record: EcgRecord, source: str) -> EcgStudy:
 def _reject(candidate: _Record, store: Store, reason: str) -> RejectedRecord:
     """Quarantine the record: one entry per (record, reason), which a scan that meets it again only counts."""
     logger.warning("WFDB record %s rejected: %s", candidate.record_id, reason)
-    entry = QuarantineEntry(kind=QUARANTINE_KIND, origin=str(candidate.folder), reason=reason,
-                            raw_ref=str(candidate.base))  # fmt: skip
+    entry = quarantine_entry(candidate.folder, candidate.header_path, reason)
     return RejectedRecord(candidate.record_id, reason, store.add_quarantine(entry))

@@ -39,27 +39,7 @@ class FhirEcgSource:
         return self._pulled(read_ecg_observation(self._client.read("Observation", observation_id), self._config))
 
     def _pulled(self, item: FhirPullItem) -> Pulled:
-        version = item.version
-        if isinstance(item, FhirPulledEcg):
-            record = item.record
-            study = EcgStudy(
-                source=FHIR_SOURCE,
-                source_id=version.observation_id,
-                source_version=version.version_id,
-                fs_hz=record.fs_hz,
-                leads=record.lead_names,
-                patient_ref=version.subject_reference,
-                acquired_at=record.acquired_at,
-                acquired_at_text=record.acquired_at_text,
-            )
-            return PulledEcg(record, study, token=version.last_updated)
-        entry = QuarantineEntry(
-            kind=QUARANTINE_KIND,
-            origin=self._client.config.base_url,
-            reason=f"{item.reason.value}: {item.detail}",
-            raw_ref=observation_ref(version.observation_id, version.version_id),
-        )
-        return RejectedItem(entry, token=version.last_updated)
+        return pulled_observation(item, origin=self._client.config.base_url)
 
     def _requeued(self) -> Iterator[Pulled]:
         """Studies put back to ``new`` (``quarantine retry``): read again by id, whatever the watermark says."""
@@ -92,6 +72,35 @@ class FhirEcgSource:
     def _watermark(self) -> datetime | None:
         watermark = self._store.get_watermark(FHIR_SOURCE)
         return None if watermark is None else datetime.fromisoformat(watermark.value)
+
+
+def pulled_observation(item: FhirPullItem, *, origin: str) -> Pulled:
+    """A decoded (or rejected) ECG Observation as the run takes it; ``origin`` names where it was read.
+
+    The study key is (``fhir``, id, versionId) whether the Observation came from a search or a Bulk
+    Data export, so a backfill and a nightly pull of the same version are one study.
+    """
+    version = item.version
+    if isinstance(item, FhirPulledEcg):
+        record = item.record
+        study = EcgStudy(
+            source=FHIR_SOURCE,
+            source_id=version.observation_id,
+            source_version=version.version_id,
+            fs_hz=record.fs_hz,
+            leads=record.lead_names,
+            patient_ref=version.subject_reference,
+            acquired_at=record.acquired_at,
+            acquired_at_text=record.acquired_at_text,
+        )
+        return PulledEcg(record, study, token=version.last_updated)
+    entry = QuarantineEntry(
+        kind=QUARANTINE_KIND,
+        origin=origin,
+        reason=f"{item.reason.value}: {item.detail}",
+        raw_ref=observation_ref(version.observation_id, version.version_id),
+    )
+    return RejectedItem(entry, token=version.last_updated)
 
 
 def observation_ref(observation_id: str, version_id: str) -> str:

@@ -39,25 +39,41 @@ class Hl7InboxSource:
 
     def _decode(self, stored: StoredInboxMessage) -> Pulled:
         message = stored.message
-        try:
-            record = decode_ecg_oru(message.raw, site_tz=self._site_tz)
-        except Hl7MessageError as exc:
-            entry = QuarantineEntry(QUARANTINE_KIND, "inbox", exc.quarantine_reason, inbox_ref(stored.id))
-            return RejectedItem(entry, token=stored.id)
-        except (IntegrationError, ValueError) as exc:  # the per-message boundary: one message, one reason
-            entry = QuarantineEntry(QUARANTINE_KIND, "inbox", f"malformed: {exc}", inbox_ref(stored.id))
-            return RejectedItem(entry, token=stored.id)
-        study = EcgStudy(
-            source=HL7_SOURCE,
-            source_id=f"{message.sender_application}|{message.sender_facility}|{message.control_id}",
-            source_version="1",  # (MSH-3, MSH-4, MSH-10) names one message; a correction comes with a new MSH-10
-            fs_hz=record.fs_hz,
-            leads=record.lead_names,
-            patient_ref=record.subject_id,
-            acquired_at=record.acquired_at,
-            acquired_at_text=record.acquired_at_text,
-        )
-        return PulledEcg(record, study, token=stored.id, patient_identifier=read_patient_identifier(message.raw))
+        source_id = hl7_study_id(message.sender_application, message.sender_facility, message.control_id)
+        return decode_hl7_message(message.raw, source_id, origin="inbox", raw_ref=inbox_ref(stored.id),
+                                  token=stored.id, site_tz=self._site_tz)  # fmt: skip
+
+
+def hl7_study_id(sender_application: str, sender_facility: str, control_id: str) -> str:
+    """(MSH-3, MSH-4, MSH-10) names one message; a correction comes with a new MSH-10."""
+    return f"{sender_application}|{sender_facility}|{control_id}"
+
+
+def decode_hl7_message(
+    raw: bytes, source_id: str, *, origin: str, raw_ref: str, token: object, site_tz: tzinfo = UTC
+) -> Pulled:
+    """One ORU^R01 as the run takes it: the decoded ECG, or the message rejected with its reason.
+
+    ``source_id`` is :func:`hl7_study_id` of its MSH, so the inbox and a backfilled dump of the same
+    message are one study; ``origin`` and ``raw_ref`` name it in the quarantine.
+    """
+    try:
+        record = decode_ecg_oru(raw, site_tz=site_tz)
+    except Hl7MessageError as exc:
+        return RejectedItem(QuarantineEntry(QUARANTINE_KIND, origin, exc.quarantine_reason, raw_ref), token=token)
+    except (IntegrationError, ValueError) as exc:  # the per-message boundary: one message, one reason
+        return RejectedItem(QuarantineEntry(QUARANTINE_KIND, origin, f"malformed: {exc}", raw_ref), token=token)
+    study = EcgStudy(
+        source=HL7_SOURCE,
+        source_id=source_id,
+        source_version="1",
+        fs_hz=record.fs_hz,
+        leads=record.lead_names,
+        patient_ref=record.subject_id,
+        acquired_at=record.acquired_at,
+        acquired_at_text=record.acquired_at_text,
+    )
+    return PulledEcg(record, study, token=token, patient_identifier=read_patient_identifier(raw))
 
 
 def inbox_ref(inbox_id: int) -> str:

@@ -5,6 +5,7 @@ SQLite is the embedded default and PostgreSQL 15 the production database; the sa
 Alembic migrations shipped in ``migrations/``; :meth:`Store.upgrade` applies them.
 """
 
+from integrations.store.backfill import BackfillPartition, BackfillProgress, BackfillStatus
 from integrations.store.errors import (
     StoreError,
     StoreIntegrityError,
@@ -41,6 +42,9 @@ from integrations.store.repository import Store
 from integrations.store.run_lock import same_host_pid_alive
 
 __all__ = [
+    "BackfillPartition",
+    "BackfillProgress",
+    "BackfillStatus",
     "EcgStudy",
     "Explanation",
     "InboxMessage",

@@ -21,8 +21,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
 
-from integrations.store import model_registry, reports
+from integrations.store import backfill, model_registry, reports
 from integrations.store import schema as t
+from integrations.store.backfill import BackfillPartition, BackfillProgress, BackfillStatus
 from integrations.store.engine import create_store_engine
 from integrations.store.errors import (
     StoreError,
@@ -678,6 +679,36 @@ class Store:
         """The audit trail, oldest first, of one version or of all."""
         with self._begin("model audit trail") as connection:
             return model_registry.audit_trail(connection, version)
+
+    # --- backfill progress -------------------------------------------------------------------------------------
+
+    def register_backfill_partitions(self, backfill_name: str, partitions: Sequence[BackfillPartition]) -> int:
+        """Record the partitions of backfill ``backfill_name`` not known yet, as pending; returns how many were new."""
+        with self._begin(f"partitions of backfill {backfill_name}") as connection:
+            return backfill.register(connection, self._clock(), backfill_name, partitions)
+
+    def done_backfill_partitions(self, backfill_name: str) -> set[str]:
+        """The keys of the partitions of ``backfill_name`` whose results are committed."""
+        with self._begin(f"partitions of backfill {backfill_name}") as connection:
+            return backfill.done_keys(connection, backfill_name)
+
+    def finish_backfill_partition(
+        self,
+        backfill_name: str,
+        key: str,
+        status: BackfillStatus,
+        *,
+        counts: Mapping[str, int] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the end of one attempt at a partition: ``done`` only after its results are committed."""
+        with self._begin(f"partition {key[:12]} of backfill {backfill_name}") as connection:
+            backfill.finish(connection, self._clock(), backfill_name, key, status, counts=counts, error=error)
+
+    def backfill_progress(self) -> list[BackfillProgress]:
+        """Every backfill's partitions by status and the counts of the done ones, most recently active first."""
+        with self._begin("backfill progress") as connection:
+            return backfill.progress(connection)
 
     # --- plumbing ----------------------------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ RUN_STATUSES = ("running", "succeeded", "degraded", "failed", "abandoned")
 QUARANTINE_STATES = ("open", "retried", "resolved")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
 MODEL_STATES = ("registered", "shadow", "active", "retired")
+BACKFILL_STATUSES = ("pending", "done", "failed")
 
 ecg_studies = sa.Table(
     "ecg_studies",
@@ -241,4 +242,28 @@ run_locks = sa.Table(
     sa.Column("acquired_at", UtcDateTime, nullable=False),
     # SQLite: past this time the row no longer locks anything. PostgreSQL: informational (the advisory lock rules).
     sa.Column("lease_until", UtcDateTime, nullable=False),
+)
+
+backfill_partitions = sa.Table(
+    "backfill_partitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # The backfill's name (``ecg-agent backfill --name``): a rerun with the same name resumes it.
+    sa.Column("backfill", sa.String(128), nullable=False),
+    # sha256 of what the partition holds (archive kind, root, files and byte ranges): the same listing, the same key.
+    sa.Column("partition_key", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # The partition's first file, for people reading the table.
+    sa.Column("first_item", sa.String(1024), nullable=False),
+    sa.Column("n_items", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # What its last attempt did (scored, quarantined, already_scored, ...), set when it is done.
+    sa.Column("counts", _json(), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("backfill", "partition_key", name="uq_backfill_partitions_key"),
+    sa.Index("ix_backfill_partitions_backfill_status", "backfill", "status"),
+    _one_of("status", BACKFILL_STATUSES),
 )

@@ -25,7 +25,7 @@ LOINC = "http://loinc.org"
 LAB_UNITS = {lab.unit for lab in LABS if lab.unit}
 QUALITY_NOTE = re.compile(
     r"Validated on \d+ ECGs: sensitivity \d+ %, PPV \d+ % at \d+ % prevalence, AUROC 0\.\d\d "
-    r"\(95 % CI 0\.\d\d–0\.\d\d\); model tiny-test-model 1\.0\.0\. Not a measurement\."
+    r"\(95 % CI 0\.\d\d to 0\.\d\d\); model tiny-test-model 1\.0\.0\. Not a measurement\."
 )
 
 

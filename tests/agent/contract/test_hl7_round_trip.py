@@ -50,9 +50,15 @@ def receiver() -> Iterator[Receiver]:
     server = asyncio.run_coroutine_threadsafe(start_hl7_server(answer, "127.0.0.1", 0), loop).result(10)
     peer.port = server.sockets[0].getsockname()[1]
     yield peer
-    loop.call_soon_threadsafe(server.close)
+
+    async def shut_down() -> None:
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(shut_down(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+    loop.close()
 
 
 def test_hl7_ecgs_come_back_as_results_to_the_receiver_once_each(tmp_path, receiver, all_positive_artifact):

@@ -1,0 +1,167 @@
+"""Archive backfill throughput: ECG/s of `ecg-agent backfill` on a Dask LocalCluster of 1 and 2 workers, against the
+single-process agent (`run-once` over the same archive as its WFDB folder). Prints one JSON object.
+
+    .venv/bin/python bench/backfill.py [--ecgs 300] [--artifact out/demo/model]
+
+The archive is a MIMIC-like WFDB tree of ``--ecgs`` 12-lead, 10 s, 500 Hz records (format 16), written once.
+Each measurement scores all of it into a fresh SQLite store with the same registered model (default: a fresh
+model of the demo size, untrained: throughput does not depend on the weights), so nothing is already scored:
+
+- ``single_process``: one ``run-once`` with ``sources.wfdb`` on the archive (read, validate, score, commit);
+- ``backfill_<n>_workers``: ``run_backfill`` on a LocalCluster already started and warm (workers have imported
+  the agent); ``cluster_start_s`` is what starting one costs, paid once per backfill.
+
+``ratio_to_single_process`` = backfill ECG/s ÷ single-process ECG/s. Dask's nanny starts each worker with one
+math thread (OMP_NUM_THREADS=1); the single process lets torch use every core. SQLite takes one writer at a
+time, so the workers' commits queue on its lock. On a shared machine read the figures with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agent.backfill.archive import ArchiveRoots
+from agent.backfill.client import BackfillPlan, dask_client, run_backfill
+from agent.registry import ModelRegistry
+from agent.service import AgentService
+from agent.settings import AgentSettings, load_settings
+from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, PreprocessConfig
+from integrations.store import Store
+from integrations.wfdb_files import write_wfdb
+from model_training.config import DEFAULT_CONFIG, load_config
+from model_training.data.labels import LabTarget
+from model_training.evaluate import Estimate, OperatingThresholds
+from model_training.export import export_artifact
+from model_training.release import OperatingPoint, ReleaseTable, release_entry, release_rule
+from model_training.scoring import EcgScoringModule
+from model_training.train.builders import ecg_encoder, head
+
+DX_CODES = ("I48", "E875", "I509", "N183")
+LAB_TARGETS = (LabTarget("potassium", "high", 5.1), LabTarget("hemoglobin", "low", 12.0))
+
+
+def _fresh_artifact(out_dir: Path) -> Path:
+    """The demo config's encoder and heads, untrained, exported as version bench-1.0.0."""
+    config = load_config(DEFAULT_CONFIG)
+    preprocess = PreprocessConfig()
+    module = EcgScoringModule(
+        ecg_encoder(config.model, seed=0), head(config.model, len(DX_CODES), seed=1),
+        head(config.model, len(LAB_TARGETS), seed=2), window_samples=preprocess.window_samples,
+    ).eval()  # fmt: skip
+    rule = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
+    entry = release_entry(Estimate(0.92, 0.86, 0.97), OperatingPoint(0.7, 0.9, 0.42, 0.1, 20, 200), rule)
+    no_value = {"value": None}
+    metrics = {
+        "diagnosis": {"macro_auroc": {"ours": no_value}, "delta_ours_minus_ecg_only": no_value, "gap_closed": no_value},
+        "labs": {"macro_auroc": {"ours": no_value}},
+    }
+    return export_artifact(
+        module, out_dir=out_dir, model_name="bench-demo-size", model_version="bench-1.0.0", dx_labels=DX_CODES,
+        lab_targets=LAB_TARGETS,
+        thresholds=OperatingThresholds("bench", dict.fromkeys(DX_CODES, 0.5), {t.name: 0.5 for t in LAB_TARGETS}),
+        release=ReleaseTable(rule, dict.fromkeys(DX_CODES, entry), {t.name: entry for t in LAB_TARGETS}),
+        preprocess=preprocess, metrics=metrics, data_fingerprint="bench",
+        example_input=torch.zeros(1, 12, 2 * preprocess.window_samples),
+    )  # fmt: skip
+
+
+def _write_archive(root: Path, n: int) -> Path:
+    t = np.arange(5000) / 500.0
+    for index in range(n):
+        rng = np.random.default_rng(index)
+        rate_hz = 0.8 + 0.8 * rng.random()
+        signal = np.stack([np.sin(2 * np.pi * rate_hz * t + lead) + 0.05 * rng.standard_normal(t.size)
+                           for lead in range(12)])  # fmt: skip
+        subject = f"{10000000 + index:08d}"
+        folder = root / f"p{subject[:4]}" / f"p{subject}" / f"s{40000000 + index:08d}"
+        record = EcgRecord(f"{40000000 + index}", signal, 500.0, MODEL_LEAD_ORDER, source="wfdb", subject_id=subject)
+        write_wfdb(record, folder, f"{40000000 + index}")
+    return root
+
+
+def _hospital(work: Path, name: str, archive: Path, artifact: Path, batch_size: int) -> tuple[Path, AgentSettings]:
+    """A fresh store with the model active; its settings name the archive as the nightly WFDB folder."""
+    folder = work / name
+    folder.mkdir()
+    config = folder / "agent.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{folder / "agent.db"}"\nregistry_dir = "{folder / "registry"}"\n'
+        f"[scoring]\nbatch_size = {batch_size}\n"
+        f'[sources.wfdb]\nenabled = true\npath = "{archive}"\nsettle_s = 0\n'
+    )
+    settings = load_settings(config)
+    store = Store.from_url(settings.database_url.get_secret_value())
+    store.upgrade()
+    registry = ModelRegistry(store, settings.registry_dir, actor="bench")
+    registry.register(artifact)
+    registry.promote("bench-1.0.0", reason="bench")
+    store.dispose()
+    return config, settings
+
+
+def _single_process(settings: AgentSettings, n: int) -> dict:
+    started = time.perf_counter()
+    report = AgentService(settings).run_once(progress=False).report
+    elapsed = time.perf_counter() - started
+    assert report is not None and report.counts["scored"] == n, report
+    return {"seconds": round(elapsed, 2), "ecg_per_s": round(n / elapsed, 1)}
+
+
+def _backfill(config: Path, settings: AgentSettings, archive: Path, n: int, workers: int, per_partition: int) -> dict:
+    settings = settings.model_copy(
+        update={"backfill": settings.backfill.model_copy(update={"files_per_partition": per_partition})}
+    )
+    plan = BackfillPlan("bench", ArchiveRoots(wfdb=archive), config_file=config)
+    store = Store.from_url(settings.database_url.get_secret_value())
+    started = time.perf_counter()
+    with dask_client(None, workers=workers) as client:
+        client.run(__import__, "agent.backfill.worker")  # warm: each worker imports torch and the agent once
+        warm = time.perf_counter()
+        report = run_backfill(client, store, settings, plan, progress=False)
+        elapsed = time.perf_counter() - warm
+    store.dispose()
+    assert report.counts["scored"] == n and not report.failed, report.summary()
+    return {"seconds": round(elapsed, 2), "ecg_per_s": round(n / elapsed, 1),
+            "cluster_start_s": round(warm - started, 2), "partitions": report.listed}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ecgs", type=int, default=300)
+    parser.add_argument("--artifact", type=Path, default=None, help="an exported model (default: fresh demo-size)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--files-per-partition", type=int, default=32)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
+    try:
+        artifact = args.artifact or _fresh_artifact(work / "artifact")
+        archive = _write_archive(work / "archive", args.ecgs)
+        results: dict[str, object] = {
+            "ecgs": args.ecgs, "batch_size": args.batch_size, "files_per_partition": args.files_per_partition,
+            "cores": os.cpu_count(),
+        }  # fmt: skip
+        config, settings = _hospital(work, "single", archive, artifact, args.batch_size)
+        single = _single_process(settings, args.ecgs)
+        results["single_process"] = single
+        for workers in (1, 2):
+            config, settings = _hospital(work, f"backfill-{workers}", archive, artifact, args.batch_size)
+            measured = _backfill(config, settings, archive, args.ecgs, workers, args.files_per_partition)
+            measured["ratio_to_single_process"] = round(measured["ecg_per_s"] / single["ecg_per_s"], 2)
+            results[f"backfill_{workers}_worker{'s' if workers > 1 else ''}"] = measured
+        results["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+        print(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
