@@ -102,7 +102,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from model_training.data.simulate import simulate_hospital
+    from model_training.simulator.simulate import simulate_hospital
 
     summary = simulate_hospital(
         args.out,
@@ -134,7 +134,7 @@ def _cohort_report(args: argparse.Namespace) -> int:
     else:
         cohort = load_cohort(cohort_dir)
     prevalences = prevalence_table(cohort)
-    visibility = visibility_table(cohort, ecg_feature_matrix(cohort))
+    visibility = visibility_table(cohort, ecg_feature_matrix(cohort), expected=_documented_visibility(args.data_dir))
     text = format_report(cohort, prevalences, visibility)
     (cohort_dir / "report.md").write_text(text)
     (cohort_dir / "report.json").write_text(json.dumps(report_json(prevalences, visibility), indent=2) + "\n")
@@ -142,8 +142,16 @@ def _cohort_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _documented_visibility(data_dir: Path) -> dict[str, str] | None:
+    """The simulator's documented visibility per code when DIR is a simulated hospital; nothing for real data."""
+    from model_training.simulator.physiology import documented_visibility
+    from model_training.simulator.simulate import COMPLETION_MARKER
+
+    return documented_visibility() if (data_dir / COMPLETION_MARKER).exists() else None
+
+
 def _plot_examples(args: argparse.Namespace) -> int:
-    from model_training.data.examples import plot_examples
+    from model_training.simulator.examples import plot_examples
 
     for path in plot_examples(args.out, seed=args.seed):
         print(path)

@@ -5,8 +5,8 @@ import pytest
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, preprocess
 from model_training.data.ecg_features import FEATURE_NAMES, extract_features, extract_features_batch
-from model_training.data.ecg_synth import EcgParams, NoiseParams, synthesize_ecg
-from model_training.data.physiology import CONDITIONS_BY_KEY, EcgEffects, lab_driven_ecg_effects
+from model_training.simulator.ecg_synth import EcgParams, NoiseParams, synthesize_ecg
+from model_training.simulator.physiology import CONDITIONS_BY_KEY, EcgEffects, lab_driven_ecg_effects
 
 NOISY = NoiseParams(baseline_mv=0.15, emg_mv=0.02, mains_mv=0.02)
 

@@ -9,9 +9,9 @@ import pytest
 
 from integrations.ecg import MIMIC_FILE_LEAD_ORDER
 from integrations.wfdb_files import read_wfdb
-from model_training.data.hospital import sample_patient
 from model_training.data.layout import DataLayout
-from model_training.data.simulate import COMPLETION_MARKER, simulate_hospital
+from model_training.simulator.hospital import sample_patient
+from model_training.simulator.simulate import COMPLETION_MARKER, simulate_hospital
 
 N_PATIENTS = 30
 LAYOUT = DataLayout()

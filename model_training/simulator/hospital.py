@@ -1,6 +1,6 @@
 """Sampling one simulated patient: demographics, conditions, labs, vitals, codes and ECG parameters.
 
-Every number it uses comes from :mod:`model_training.data.physiology`; this module only
+Every number it uses comes from :mod:`model_training.simulator.physiology`; this module only
 draws from those distributions. A patient's draws depend on ``(seed, patient_index)``
 alone, so the output is the same whatever the number of worker processes.
 """
@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from model_training.data.catalogue import LABS_BY_KEY
-from model_training.data.ecg_synth import EcgParams, NoiseParams
-from model_training.data.physiology import (
+from model_training.simulator.ecg_synth import EcgParams, NoiseParams
+from model_training.simulator.physiology import (
     CONDITIONS,
     LAB_PHYSIOLOGY,
     PANEL_ORDER_PROBABILITY,

@@ -3,9 +3,9 @@
 import numpy as np
 
 from integrations.ecg import MODEL_LEAD_ORDER
-from model_training.data.catalogue import LABS_BY_KEY
-from model_training.data.ecg_synth import PROJECTION, EcgParams, beat_template, rr_intervals_s
-from model_training.data.physiology import (
+from model_training.data.catalogue import ICD10_TITLES, LABS_BY_KEY
+from model_training.simulator.ecg_synth import PROJECTION, EcgParams, beat_template, rr_intervals_s
+from model_training.simulator.physiology import (
     CONDITIONS,
     CONDITIONS_BY_KEY,
     LAB_PHYSIOLOGY,
@@ -13,6 +13,7 @@ from model_training.data.physiology import (
     EcgEffects,
     Visibility,
     demographic_ecg_effects,
+    documented_visibility,
     lab_driven_ecg_effects,
 )
 
@@ -131,3 +132,9 @@ def test_copd_and_obesity_lower_voltage_and_shift_the_axis_opposite_ways():
     copd, obesity = CONDITIONS_BY_KEY["copd"].ecg, CONDITIONS_BY_KEY["obesity"].ecg
     assert copd.qrs_amp_log < 0 and obesity.qrs_amp_log < 0
     assert copd.axis_deg > 0 > obesity.axis_deg
+
+
+def test_every_simulated_code_has_its_icd10_title_in_the_shared_catalogue():
+    assert documented_visibility(), "the simulator writes no codes"
+    for code in documented_visibility():
+        assert ICD10_TITLES[code], code

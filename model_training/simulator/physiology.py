@@ -30,6 +30,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from model_training.data.catalogue import ICD10_TITLES
+
 
 class Visibility(StrEnum):
     VISIBLE = "visible"  # a cardiologist would read it off the tracing
@@ -211,10 +213,13 @@ class Variant:
     """A coded form of a condition (e.g. anterior vs inferior STEMI) with its own ECG effects."""
 
     icd10: str
-    display: str
     weight: float = 1.0
     ecg: EcgEffects = EcgEffects()
     scales_with_severity: bool = True
+
+    @property
+    def display(self) -> str:
+        return ICD10_TITLES[self.icd10]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,46 +247,46 @@ class Condition:
         } | set(self.orders_panels)
 
 
-def _single(icd10: str, display: str) -> tuple[Variant, ...]:
-    return (Variant(icd10, display),)
+def _single(icd10: str) -> tuple[Variant, ...]:
+    return (Variant(icd10),)
 
 
 _V = Visibility
 #: Ordered: a condition's comorbidities must come before it.
 CONDITIONS: tuple[Condition, ...] = (
     Condition(
-        "obesity", _single("E669", "Obesity, unspecified"), 0.22, _V.PARTIAL,
+        "obesity", _single("E669"), 0.22, _V.PARTIAL,
         "Adipose tissue between heart and electrodes lowers voltage; a high diaphragm shifts the axis left.",
         female_log_or=0.1, bmi_shift=9.0, vital_shifts={"sbp": 5.0},
         ecg=EcgEffects(qrs_amp_log=-0.15, axis_deg=-20.0), coding_sensitivity=0.35, chronic=True,
     ),
     Condition(
-        "smoker", _single("F17210", "Nicotine dependence, cigarettes, uncomplicated"), 0.20, _V.INVISIBLE,
+        "smoker", _single("F17210"), 0.20, _V.INVISIBLE,
         "No ECG signature of its own; raises COPD and CAD risk and hemoglobin.",
         age_log_or_per_decade=-0.1, female_log_or=-0.3, lab_shifts_sd={"hemoglobin": 0.3, "wbc": 0.3},
         coding_sensitivity=0.5, chronic=True,
     ),
     Condition(
-        "hypertension", _single("I10", "Essential (primary) hypertension"), 0.38, _V.PARTIAL,
+        "hypertension", _single("I10"), 0.38, _V.PARTIAL,
         "Pressure overload: LVH with strain in some patients.",
         age_log_or_per_decade=0.45, female_log_or=-0.1, comorbid_log_or={"obesity": 0.8},
         vital_shifts={"sbp": 22.0, "dbp": 10.0}, ecg=EcgEffects(lvh=0.35), chronic=True,
     ),
     Condition(
-        "diabetes", _single("E119", "Type 2 diabetes mellitus without complications"), 0.18, _V.INVISIBLE,
+        "diabetes", _single("E119"), 0.18, _V.INVISIBLE,
         "Hyperglycemia has no ECG signature (domain.md §4: only the labs find it).",
         age_log_or_per_decade=0.3, comorbid_log_or={"obesity": 0.9}, lab_shifts_sd={"glucose": 2.8},
         chronic=True,
     ),
     Condition(
-        "hyperlipidemia", _single("E785", "Hyperlipidemia, unspecified"), 0.25, _V.INVISIBLE,
+        "hyperlipidemia", _single("E785"), 0.25, _V.INVISIBLE,
         "Lipids are not in the ED panel and leave no trace on the ECG: neither model should find it.",
         age_log_or_per_decade=0.35, comorbid_log_or={"diabetes": 0.5, "obesity": 0.3}, coding_sensitivity=0.75,
         chronic=True,
     ),
     Condition(
-        "ckd", (Variant("N183", "Chronic kidney disease, stage 3", 0.6), Variant("N184", "CKD, stage 4", 0.25),
-                Variant("N189", "Chronic kidney disease, unspecified", 0.15)), 0.05, _V.PARTIAL,
+        "ckd", (Variant("N183", 0.6), Variant("N184", 0.25),
+                Variant("N189", 0.15)), 0.05, _V.PARTIAL,
         "Raises creatinine and urea; indirectly raises potassium, lowers hemoglobin, adds LVH.",
         age_log_or_per_decade=0.5, comorbid_log_or={"hypertension": 1.0, "diabetes": 1.0},
         lab_shifts_sd={"creatinine": 3.5, "urea_nitrogen": 3.0, "potassium": 0.8, "hemoglobin": -1.2,
@@ -289,7 +294,7 @@ CONDITIONS: tuple[Condition, ...] = (
         ecg=EcgEffects(lvh=0.2), coding_sensitivity=0.8, chronic=True,
     ),
     Condition(
-        "cad", _single("I2510", "Atherosclerotic heart disease of native coronary artery"), 0.10, _V.PARTIAL,
+        "cad", _single("I2510"), 0.10, _V.PARTIAL,
         "Stable coronary disease: nonspecific T flattening and slight lateral ST depression.",
         age_log_or_per_decade=0.55, female_log_or=-0.6,
         comorbid_log_or={"hypertension": 0.6, "diabetes": 0.6, "hyperlipidemia": 0.8, "smoker": 0.6},
@@ -297,15 +302,15 @@ CONDITIONS: tuple[Condition, ...] = (
         coding_sensitivity=0.8, chronic=True,
     ),
     Condition(
-        "old_mi", (Variant("I252", "Old myocardial infarction", 0.5,
+        "old_mi", (Variant("I252", 0.5,
                            EcgEffects(q_anterior_mv=0.35, t_inv_anterior=0.4)),
-                   Variant("I252", "Old myocardial infarction", 0.5,
+                   Variant("I252", 0.5,
                            EcgEffects(q_inferior_mv=0.3, t_inv_inferior=0.4))), 0.01, _V.VISIBLE,
         "Scar: pathological Q waves and T inversion in the infarct territory.",
         comorbid_log_or={"cad": 3.0}, coding_sensitivity=0.7, chronic=True,
     ),
     Condition(
-        "heart_failure", _single("I509", "Heart failure, unspecified"), 0.025, _V.PARTIAL,
+        "heart_failure", _single("I509"), 0.025, _V.PARTIAL,
         "NT-proBNP high; on the ECG low voltage, LVH, tachycardia and raised AF/LBBB risk.",
         age_log_or_per_decade=0.6,
         comorbid_log_or={"cad": 1.3, "hypertension": 0.7, "old_mi": 1.2, "ckd": 0.7, "diabetes": 0.4},
@@ -315,19 +320,19 @@ CONDITIONS: tuple[Condition, ...] = (
         ecg=EcgEffects(hr_bpm=8.0, qrs_amp_log=-0.12, lvh=0.25), chronic=True, orders_panels=("troponin",),
     ),
     Condition(
-        "hyperthyroidism", _single("E0590", "Thyrotoxicosis, unspecified"), 0.004, _V.PARTIAL,
+        "hyperthyroidism", _single("E0590"), 0.004, _V.PARTIAL,
         "Sinus tachycardia and AF risk; TSH suppressed.",
         female_log_or=1.2, lab_shifts_sd={"tsh": -5.0}, vital_shifts={"temperature": 0.5},
         ecg=EcgEffects(hr_bpm=22.0), coding_sensitivity=0.8, chronic=True,
     ),
     Condition(
-        "hypothyroidism", _single("E039", "Hypothyroidism, unspecified"), 0.045, _V.PARTIAL,
+        "hypothyroidism", _single("E039"), 0.045, _V.PARTIAL,
         "Bradycardia and low voltage; TSH high.",
         age_log_or_per_decade=0.3, female_log_or=1.3, lab_shifts_sd={"tsh": 3.2},
         ecg=EcgEffects(hr_bpm=-10.0, qrs_amp_log=-0.15), chronic=True,
     ),
     Condition(
-        "copd", _single("J449", "Chronic obstructive pulmonary disease, unspecified"), 0.07, _V.PARTIAL,
+        "copd", _single("J449"), 0.07, _V.PARTIAL,
         "Hyperinflation: right axis, low voltage, P pulmonale; CO2 retention.",
         age_log_or_per_decade=0.4, comorbid_log_or={"smoker": 1.8},
         lab_shifts_sd={"pco2": 1.5, "ph": -0.3}, vital_shifts={"o2_saturation": -3.0, "resp_rate": 3.0},
@@ -335,7 +340,7 @@ CONDITIONS: tuple[Condition, ...] = (
         chronic=True,
     ),
     Condition(
-        "atrial_fibrillation", _single("I4891", "Unspecified atrial fibrillation"), 0.04, _V.VISIBLE,
+        "atrial_fibrillation", _single("I4891"), 0.04, _V.VISIBLE,
         "No P waves, irregularly irregular RR, fibrillatory baseline, often a fast ventricular rate.",
         age_log_or_per_decade=0.75,
         comorbid_log_or={"heart_failure": 1.6, "hyperthyroidism": 1.8, "hypertension": 0.5, "copd": 0.5,
@@ -344,18 +349,18 @@ CONDITIONS: tuple[Condition, ...] = (
         chronic=True, orders_panels=("tsh", "magnesium", "coag"),
     ),
     Condition(
-        "anticoagulation", _single("Z7901", "Long term (current) use of anticoagulants"), 0.01, _V.PARTIAL,
+        "anticoagulation", _single("Z7901"), 0.01, _V.PARTIAL,
         "Warfarin raises INR; no ECG sign of its own, but it travels with AF.",
         age_log_or_per_decade=0.3, comorbid_log_or={"atrial_fibrillation": 3.6},
         lab_shifts_sd={"inr": 4.5, "ptt": 1.0}, coding_sensitivity=0.7, chronic=True,
     ),
     Condition(
         "acute_mi",
-        (Variant("I2109", "STEMI involving other coronary artery of anterior wall", 0.2,
+        (Variant("I2109", 0.2,
                  EcgEffects(st_anterior_mv=0.30, t_amp_log=0.2)),
-         Variant("I2119", "STEMI involving other coronary artery of inferior wall", 0.2,
+         Variant("I2119", 0.2,
                  EcgEffects(st_inferior_mv=0.25, t_amp_log=0.1)),
-         Variant("I214", "Non-ST elevation (NSTEMI) myocardial infarction", 0.6,
+         Variant("I214", 0.6,
                  EcgEffects(st_lateral_mv=-0.08, st_inferior_mv=-0.04, t_inv_lateral=0.4))),
         0.012, _V.PARTIAL,
         "Troponin high. STEMI: ST elevation in the territory with reciprocal depression; NSTEMI: subtle.",
@@ -366,10 +371,10 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "pulmonary_embolism",
-        (Variant("I2699", "Other pulmonary embolism without acute cor pulmonale", 0.55),
-         Variant("I2699", "Other pulmonary embolism without acute cor pulmonale", 0.25,
+        (Variant("I2699", 0.55),
+         Variant("I2699", 0.25,
                  EcgEffects(s1q3t3=1.0, t_inv_anterior=0.3), scales_with_severity=False),
-         Variant("I2699", "Other pulmonary embolism without acute cor pulmonale", 0.2,
+         Variant("I2699", 0.2,
                  EcgEffects(rbbb=1.0), scales_with_severity=False)),
         0.012, _V.PARTIAL,
         "D-dimer high; sinus tachycardia, sometimes S1Q3T3 or a new RBBB (right heart strain).",
@@ -380,7 +385,7 @@ CONDITIONS: tuple[Condition, ...] = (
         orders_panels=("troponin", "ntprobnp", "blood_gas"),
     ),
     Condition(
-        "sepsis", _single("A419", "Sepsis, unspecified organism"), 0.03, _V.PARTIAL,
+        "sepsis", _single("A419"), 0.03, _V.PARTIAL,
         "Inflammation and hypoperfusion: WBC, CRP, lactate, fever; the ECG shows only sinus tachycardia.",
         age_log_or_per_decade=0.4, comorbid_log_or={"diabetes": 0.4, "ckd": 0.5},
         lab_shifts_sd={"wbc": 3.0, "crp": 3.5, "lactate": 3.0, "albumin": -1.5, "platelets": -1.0,
@@ -390,7 +395,7 @@ CONDITIONS: tuple[Condition, ...] = (
         orders_panels=("lactate", "blood_gas", "crp", "lft", "coag"),
     ),
     Condition(
-        "pneumonia", _single("J189", "Pneumonia, unspecified organism"), 0.05, _V.PARTIAL,
+        "pneumonia", _single("J189"), 0.05, _V.PARTIAL,
         "Infection: WBC, CRP, fever, hypoxia; sinus tachycardia only.",
         age_log_or_per_decade=0.35, comorbid_log_or={"copd": 1.1, "smoker": 0.4},
         lab_shifts_sd={"wbc": 2.0, "crp": 3.0, "lactate": 0.8},
@@ -398,113 +403,113 @@ CONDITIONS: tuple[Condition, ...] = (
         ecg=EcgEffects(hr_bpm=8.0), orders_panels=("crp", "lactate"),
     ),
     Condition(
-        "uti", _single("N390", "Urinary tract infection, site not specified"), 0.06, _V.INVISIBLE,
+        "uti", _single("N390"), 0.06, _V.INVISIBLE,
         "Mild inflammation only.",
         age_log_or_per_decade=0.2, female_log_or=1.0, lab_shifts_sd={"wbc": 1.0, "crp": 1.5},
         vital_shifts={"temperature": 0.8},
     ),
     Condition(
-        "aki", _single("N179", "Acute kidney failure, unspecified"), 0.025, _V.PARTIAL,
+        "aki", _single("N179"), 0.025, _V.PARTIAL,
         "Creatinine and urea rise; the ECG changes only if potassium follows.",
         age_log_or_per_decade=0.4, comorbid_log_or={"ckd": 1.3, "sepsis": 1.8, "heart_failure": 0.8},
         lab_shifts_sd={"creatinine": 3.0, "urea_nitrogen": 2.5, "potassium": 1.5, "bicarbonate": -1.0,
                        "phosphate": 1.0},
     ),
     Condition(
-        "liver_disease", _single("K7030", "Alcoholic cirrhosis of liver without ascites"), 0.03, _V.INVISIBLE,
+        "liver_disease", _single("K7030"), 0.03, _V.INVISIBLE,
         "Transaminases, bilirubin, INR up, albumin and platelets down; no ECG signature.",
         female_log_or=-0.5,
         lab_shifts_sd={"alt": 2.0, "ast": 2.8, "bilirubin_total": 3.0, "albumin": -2.0, "inr": 2.0,
                        "platelets": -2.0, "alkaline_phosphatase": 1.5}, chronic=True,
     ),
     Condition(
-        "anemia", _single("D649", "Anemia, unspecified"), 0.07, _V.PARTIAL,
+        "anemia", _single("D649"), 0.07, _V.PARTIAL,
         "Low hemoglobin; a weak compensatory sinus tachycardia (through the hemoglobin coupling).",
         age_log_or_per_decade=0.3, female_log_or=0.5, comorbid_log_or={"ckd": 1.3, "liver_disease": 0.8},
         lab_shifts_sd={"hemoglobin": -3.2, "rdw": 1.5}, coding_sensitivity=0.6, chronic=True,
     ),
     Condition(
-        "dehydration", _single("E860", "Dehydration"), 0.04, _V.PARTIAL,
+        "dehydration", _single("E860"), 0.04, _V.PARTIAL,
         "Prerenal azotemia and hemoconcentration; slight tachycardia.",
         age_log_or_per_decade=0.3,
         lab_shifts_sd={"urea_nitrogen": 2.0, "creatinine": 0.8, "sodium": 1.0, "hemoglobin": 0.6},
         vital_shifts={"sbp": -8.0}, ecg=EcgEffects(hr_bpm=6.0), coding_sensitivity=0.6,
     ),
     Condition(
-        "hyperkalemia", _single("E875", "Hyperkalemia"), 0.006, _V.PARTIAL,
+        "hyperkalemia", _single("E875"), 0.006, _V.PARTIAL,
         "Potassium high; peaked T, long PR, flat P and wide QRS follow from the value (lab coupling).",
         comorbid_log_or={"ckd": 2.0, "aki": 2.5, "diabetes": 0.4, "heart_failure": 0.6},
         lab_shifts_sd={"potassium": 5.0}, coding_sensitivity=0.7,
     ),
     Condition(
-        "hypokalemia", _single("E876", "Hypokalemia"), 0.04, _V.PARTIAL,
+        "hypokalemia", _single("E876"), 0.04, _V.PARTIAL,
         "Potassium low; flat T, U waves, ST depression, long QT(U) follow from the value.",
         female_log_or=0.3, lab_shifts_sd={"potassium": -3.2}, coding_sensitivity=0.6,
     ),
     Condition(
-        "hyponatremia", _single("E871", "Hypo-osmolality and hyponatremia"), 0.04, _V.INVISIBLE,
+        "hyponatremia", _single("E871"), 0.04, _V.INVISIBLE,
         "Sodium has no ECG signature.",
         age_log_or_per_decade=0.4, comorbid_log_or={"heart_failure": 1.0, "liver_disease": 1.0},
         lab_shifts_sd={"sodium": -4.0}, coding_sensitivity=0.7,
     ),
     Condition(
-        "hypocalcemia", _single("E8351", "Hypocalcemia"), 0.01, _V.PARTIAL,
+        "hypocalcemia", _single("E8351"), 0.01, _V.PARTIAL,
         "Calcium low; a long ST segment and QT follow from the value.",
         comorbid_log_or={"ckd": 1.2, "sepsis": 0.8}, lab_shifts_sd={"calcium": -4.0}, coding_sensitivity=0.5,
     ),
     Condition(
-        "hypercalcemia", _single("E8352", "Hypercalcemia"), 0.006, _V.PARTIAL,
+        "hypercalcemia", _single("E8352"), 0.006, _V.PARTIAL,
         "Calcium high; a short QT follows from the value.",
         age_log_or_per_decade=0.3, lab_shifts_sd={"calcium": 4.0}, coding_sensitivity=0.6,
     ),
     Condition(
-        "hypomagnesemia", _single("E8342", "Hypomagnesemia"), 0.02, _V.PARTIAL,
+        "hypomagnesemia", _single("E8342"), 0.02, _V.PARTIAL,
         "Magnesium low; a weak QT prolongation follows from the value.",
         comorbid_log_or={"liver_disease": 0.8}, lab_shifts_sd={"magnesium": -3.5}, coding_sensitivity=0.5,
     ),
     Condition(
-        "lbbb", _single("I447", "Left bundle-branch block, unspecified"), 0.008, _V.VISIBLE,
+        "lbbb", _single("I447"), 0.008, _V.VISIBLE,
         "Conduction disease: QRS ≥ 120 ms, broad notched R laterally, discordant ST-T.",
         age_log_or_per_decade=0.5, comorbid_log_or={"heart_failure": 2.0, "cad": 0.7, "hypertension": 0.4},
         ecg=EcgEffects(lbbb=1.0), coding_sensitivity=0.6, chronic=True,
     ),
     Condition(
-        "rbbb", _single("I4510", "Unspecified right fascicular block"), 0.015, _V.VISIBLE,
+        "rbbb", _single("I4510"), 0.015, _V.VISIBLE,
         "Conduction disease: rSR' in V1, wide S in I and V6.",
         age_log_or_per_decade=0.5, comorbid_log_or={"copd": 0.6}, ecg=EcgEffects(rbbb=1.0),
         coding_sensitivity=0.6, chronic=True,
     ),
     Condition(
-        "av_block_1", _single("I440", "Atrioventricular block, first degree"), 0.02, _V.VISIBLE,
+        "av_block_1", _single("I440"), 0.02, _V.VISIBLE,
         "PR interval over 200 ms.",
         age_log_or_per_decade=0.5, ecg=EcgEffects(pr_ms=95.0), coding_sensitivity=0.5, chronic=True,
     ),
     Condition(
-        "chest_pain", _single("R079", "Chest pain, unspecified"), 0.15, _V.PARTIAL,
+        "chest_pain", _single("R079"), 0.15, _V.PARTIAL,
         "A presenting symptom: follows acute MI, CAD and PE, so it borrows their weak ECG signs.",
         age_log_or_per_decade=-0.1, comorbid_log_or={"acute_mi": 1.5, "cad": 0.6, "pulmonary_embolism": 1.0},
         coding_sensitivity=0.9, orders_panels=("troponin", "ck", "d_dimer"),
     ),
     Condition(
-        "syncope", _single("R55", "Syncope and collapse"), 0.04, _V.INVISIBLE,
+        "syncope", _single("R55"), 0.04, _V.INVISIBLE,
         "A presenting symptom, a little more likely with conduction disease, AF and dehydration.",
         age_log_or_per_decade=0.3,
         comorbid_log_or={"av_block_1": 0.8, "atrial_fibrillation": 0.4, "dehydration": 0.8},
         coding_sensitivity=0.9, orders_panels=("troponin", "magnesium"),
     ),
     Condition(
-        "dyspnea", _single("R0602", "Shortness of breath"), 0.06, _V.PARTIAL,
+        "dyspnea", _single("R0602"), 0.06, _V.PARTIAL,
         "A presenting symptom of heart failure, COPD, PE and pneumonia.",
         comorbid_log_or={"heart_failure": 1.2, "copd": 1.2, "pulmonary_embolism": 1.5, "pneumonia": 1.0},
         coding_sensitivity=0.9, orders_panels=("ntprobnp", "d_dimer", "blood_gas"),
     ),
     Condition(
-        "gerd", _single("K219", "Gastro-esophageal reflux disease without esophagitis"), 0.10, _V.INVISIBLE,
+        "gerd", _single("K219"), 0.10, _V.INVISIBLE,
         "No physiological trace in either modality.", age_log_or_per_decade=0.1, coding_sensitivity=0.7,
         chronic=True,
     ),
     Condition(
-        "depression", _single("F329", "Major depressive disorder, single episode, unspecified"), 0.08,
+        "depression", _single("F329"), 0.08,
         _V.INVISIBLE, "No physiological trace in either modality.", female_log_or=0.5, coding_sensitivity=0.7,
         chronic=True,
     ),
@@ -512,8 +517,10 @@ CONDITIONS: tuple[Condition, ...] = (
 
 CONDITIONS_BY_KEY: Mapping[str, Condition] = MappingProxyType({c.key: c for c in CONDITIONS})
 
-#: Display names of every code the simulator can write, for reports and the model manifest.
-ICD10_DISPLAY: Mapping[str, str] = MappingProxyType({v.icd10: v.display for c in CONDITIONS for v in c.variants})
+
+def documented_visibility() -> dict[str, str]:
+    """Every code the simulator writes → what this table documents the ECG alone shows (for the cohort report)."""
+    return {variant.icd10: str(c.visibility) for c in CONDITIONS for variant in c.variants}
 
 
 def lab_driven_ecg_effects(labs: Mapping[str, float], temperature_f: float) -> EcgEffects:

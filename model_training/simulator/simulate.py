@@ -25,9 +25,9 @@ from tqdm import tqdm
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.wfdb_files import write_wfdb
 from model_training.data.catalogue import LABS, LABS_BY_KEY, OMR_BIOMETRICS
-from model_training.data.ecg_synth import synthesize_ecg
-from model_training.data.hospital import MAX_VISITS, Patient, Visit, sample_patient
 from model_training.data.layout import DataLayout
+from model_training.simulator.ecg_synth import synthesize_ecg
+from model_training.simulator.hospital import MAX_VISITS, Patient, Visit, sample_patient
 
 SIMULATOR_VERSION = "1"
 COMPLETION_MARKER = "SIMULATED.json"
