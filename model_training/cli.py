@@ -94,6 +94,21 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--run", type=Path, required=True, metavar="OUT", help="run folder of `ecg-train run`")
     evaluate.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
 
+    calibrate = commands.add_parser(
+        "calibrate", help="compare the simulated hospital's baselines with published AUROCs on real ED data",
+        description="Simulate a hospital into DATA if it holds none (configs/calibrate.yaml: 20,000 patients, seed 0), "
+        "build its calibration cohort (test folds 16-19), train only the ECG-only and the multimodal baselines as "
+        "`ecg-train run` does, and print per code the simulated ECG-only test AUROC next to the published one on real "
+        "MIMIC-IV-ECG ED data, plus both macro AUROCs against MDS-ED. Writes OUT/calibration.json and "
+        "OUT/calibration.png.",
+    )  # fmt: skip
+    calibrate.add_argument("--data", type=Path, required=True, help="simulated hospital (simulated into if empty)")
+    calibrate.add_argument("--out", type=Path, required=True, help="folder for checkpoints, calibration.json and .png")
+    calibrate.add_argument("--config", type=Path, default=None, help="recipe YAML (default: configs/calibrate.yaml)")
+    calibrate.add_argument("--patients", type=int, default=None, help="override the recipe's patients (a proxy run)")
+    calibrate.add_argument("--resume", action="store_true", help="reuse the baselines' checkpoints in OUT")
+    calibrate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     export = commands.add_parser(
         "export", help="write the served model (TorchScript + manifest) of a finished run",
         description="Script the ECG-only model of OUT (encoder, diagnosis and lab heads) and write OUT/model/.",
@@ -177,6 +192,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from model_training.calibration import CALIBRATE_CONFIG, calibrate, format_table, write_outputs
+    from model_training.config import load_config
+
+    overrides: dict[str, object] = {"progress": False} if args.no_progress else {}
+    if args.patients is not None:
+        overrides["data.simulate_patients"] = args.patients
+    config = load_config(args.config or CALIBRATE_CONFIG, overrides or None)
+    result = calibrate(config, args.data, args.out, resume=args.resume)
+    json_path, figure_path = write_outputs(result, args.out)
+    print(format_table(result), end="")
+    print(f"wrote {json_path} and {figure_path}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from model_training.train.pipeline import export_run_dir
 
@@ -198,7 +228,7 @@ def _headline(metrics: dict) -> str:
 
 
 COMMANDS = {"simulate": _simulate, "cohort-report": _cohort_report, "plot-examples": _plot_examples, "run": _run,
-            "evaluate": _evaluate, "export": _export}  # fmt: skip
+            "evaluate": _evaluate, "export": _export, "calibrate": _calibrate}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
