@@ -127,6 +127,7 @@ ICD10_TITLES: dict[str, str] = {
     "E871": "Hypo-osmolality and hyponatremia",
     "E875": "Hyperkalemia",
     "E876": "Hypokalemia",
+    "F17200": "Nicotine dependence, unspecified, uncomplicated",
     "F17210": "Nicotine dependence, cigarettes, uncomplicated",
     "F329": "Major depressive disorder, single episode, unspecified",
     "I10": "Essential (primary) hypertension",

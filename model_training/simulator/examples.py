@@ -17,7 +17,7 @@ _LIGHT_NOISE = NoiseParams(baseline_mv=0.05, emg_mv=0.008)
 
 def _condition_effects(key: str, variant: int = 0) -> EcgEffects:
     condition = CONDITIONS_BY_KEY[key]
-    return condition.ecg + condition.variants[variant].ecg
+    return condition.ecg + condition.sign + condition.variants[variant].ecg  # a patient who shows the sign
 
 
 EXAMPLES: dict[str, tuple[str, EcgEffects]] = {

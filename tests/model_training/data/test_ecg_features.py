@@ -25,14 +25,14 @@ def test_heart_rate_within_3_bpm(hr_shift):
 
 def test_atrial_fibrillation_is_irregular_and_has_no_p_wave():
     _, sinus = _features(EcgEffects())
-    _, af = _features(CONDITIONS_BY_KEY["atrial_fibrillation"].ecg)
+    _, af = _features(CONDITIONS_BY_KEY["atrial_fibrillation"].sign)
     assert sinus.rr_cv < 0.05 < 0.1 < af.rr_cv
     assert np.isnan(af.pr_ms) and not np.isnan(sinus.pr_ms)
 
 
 def test_bundle_branch_block_measures_wider_than_normal_by_30_ms():
     _, normal = _features(EcgEffects())
-    _, lbbb = _features(CONDITIONS_BY_KEY["lbbb"].ecg)
+    _, lbbb = _features(CONDITIONS_BY_KEY["lbbb"].sign)
     assert lbbb.qrs_ms > normal.qrs_ms + 30
 
 
