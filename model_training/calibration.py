@@ -193,7 +193,7 @@ def _calibration_cohort(config: TrainConfig, data_dir: Path, cohort_config: Coho
         simulate_hospital(data_dir, n_patients=config.data.simulate_patients, seed=config.data.simulate_seed,
                           workers=config.data.workers, progress=config.progress)  # fmt: skip
     if not (data_dir / COMPLETION_MARKER).exists():
-        raise DatasetError(f"{data_dir / COMPLETION_MARKER}: not found; calibrate runs on a simulated hospital only")
+        raise DatasetError(data_dir / COMPLETION_MARKER, "not found; calibrate runs on a simulated hospital only")
     return build_cohort(data_dir, cohort_dir, config=cohort_config, layout=layout, workers=config.data.workers,
                         progress=config.progress)  # fmt: skip
 

@@ -86,6 +86,7 @@ def export_artifact(
     example_input: torch.Tensor,
     explanations: Mapping[str, Sequence[LabAssociation]] | None = None,
     extra_formats: Sequence[str] = (),
+    simulator_version: str | None = None,
 ) -> Path:
     """Script, check and write ``out_dir/model/{model.ts, manifest.json}``; return that directory.
 
@@ -114,6 +115,7 @@ def export_artifact(
         metrics=metrics_summary(metrics),
         data_fingerprint=data_fingerprint,
         torch_version=torch.__version__,
+        simulator_version=simulator_version,
     )
     _check_output_sizes(manifest, eager_outputs)
     scripted = script(scoring_module)

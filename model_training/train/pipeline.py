@@ -207,6 +207,7 @@ def export_models(cohort: Cohort, data: CohortTensors, models: TrainedModels, me
         data_fingerprint=cohort.fingerprint,
         example_input=data.ecg_mv[data.splits["test"][:EXAMPLE_STUDIES]],
         explanations=read_explanations(explanations_path) if explanations_path.exists() else None,
+        simulator_version=cohort.simulator_version,
     )
 
 
