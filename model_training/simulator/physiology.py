@@ -103,7 +103,7 @@ PANEL_ORDER_PROBABILITY: Mapping[str, float] = MappingProxyType({
 #: A condition that shifts a lab by at least this many SDs makes clinicians order that
 #: lab's panel with :data:`SUSPICION_ORDER_PROBABILITY`: missingness is informative.
 SUSPICION_SHIFT_SD = 1.5
-SUSPICION_ORDER_PROBABILITY = 0.8
+SUSPICION_ORDER_PROBABILITY = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,16 +271,17 @@ CONDITIONS: tuple[Condition, ...] = (
         "Adipose tissue between heart and electrodes lowers voltage, a high diaphragm turns the axis left, T waves "
         "flatten inferolaterally and the resting rate is higher (deep-ECG obesity detection, e.g. AUROC ~0.8).",
         female_log_or=0.1, bmi_shift=9.0, vital_shifts={"sbp": 5.0},
-        ecg=EcgEffects(qrs_amp_log=-0.22, axis_deg=-28.0, t_amp_log=-0.12, hr_bpm=4.0), coding_sensitivity=0.35,
+        ecg=EcgEffects(qrs_amp_log=-0.3, axis_deg=-35.0, t_amp_log=-0.18, hr_bpm=6.0), coding_sensitivity=0.35,
         chronic=True,
     ),
     Condition(
         "smoker",
-        (Variant("F17210", 0.4, EcgEffects(hr_bpm=9.0, t_amp_log=-0.12, p_amp_log=0.12)), Variant("F17200", 0.6)),
+        (Variant("F17210", 0.4, EcgEffects(hr_bpm=15.0, t_amp_log=-0.2, p_amp_log=0.12)),
+         Variant("F17200", 0.6, EcgEffects(hr_bpm=9.0, t_amp_log=-0.12))),
         0.20, _V.PARTIAL,
         "Young, mostly male. Current cigarette smokers (F17.210) carry nicotine's sympathetic tachycardia and flatter "
-        "T waves; an unspecified nicotine dependence (F17.200) is often a history note and shows only the population.",
-        age_log_or_per_decade=-0.35, female_log_or=-0.5, lab_shifts_sd={"hemoglobin": 0.3, "wbc": 0.3},
+        "T waves; an unspecified nicotine dependence (F17.200) is often a lighter or past habit, with less of both.",
+        age_log_or_per_decade=-0.45, female_log_or=-0.7, lab_shifts_sd={"hemoglobin": 0.3, "wbc": 0.3},
         coding_sensitivity=0.5, chronic=True,
     ),
     Condition(
@@ -300,7 +301,7 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition(
         "hyperlipidemia", _single("E785"), 0.25, _V.INVISIBLE,
         "Lipids are not in the ED panel and leave no trace on the ECG: only age, sex and comorbidity give it away.",
-        age_log_or_per_decade=0.4, female_log_or=-0.2, comorbid_log_or={"diabetes": 0.5, "obesity": 0.3,
+        age_log_or_per_decade=0.6, female_log_or=-0.3, comorbid_log_or={"diabetes": 0.5, "obesity": 0.3,
                                                                         "hypertension": 0.5},
         coding_sensitivity=0.75, chronic=True,
     ),
@@ -323,10 +324,10 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "old_mi",
-        (Variant("I252", 0.27, EcgEffects(q_anterior_mv=0.35, t_inv_anterior=0.4)),
-         Variant("I252", 0.27, EcgEffects(q_inferior_mv=0.3, t_inv_inferior=0.4)),
-         Variant("I252", 0.46)), 0.01, _V.PARTIAL,
-        "Scar: pathological Q waves and T inversion in the infarct territory in about half; non-Q infarcts and "
+        (Variant("I252", 0.2, EcgEffects(q_anterior_mv=0.35, t_inv_anterior=0.4)),
+         Variant("I252", 0.2, EcgEffects(q_inferior_mv=0.3, t_inv_inferior=0.4)),
+         Variant("I252", 0.6)), 0.01, _V.PARTIAL,
+        "Scar: pathological Q waves and T inversion in the infarct territory in about 40 %; non-Q infarcts and "
         "Q-wave regression leave the rest with flatter T waves only.",
         comorbid_log_or={"cad": 3.0}, ecg=EcgEffects(t_amp_log=-0.08), coding_sensitivity=0.7, chronic=True,
     ),
@@ -339,7 +340,7 @@ CONDITIONS: tuple[Condition, ...] = (
         lab_shifts_sd={"ntprobnp": 3.2, "sodium": -0.6, "creatinine": 0.6, "urea_nitrogen": 0.6,
                        "troponin_t": 0.8},
         vital_shifts={"resp_rate": 3.0, "o2_saturation": -2.0},
-        ecg=EcgEffects(hr_bpm=8.0, qrs_amp_log=-0.12, lvh=0.25, qrs_ms=6.0), chronic=True,
+        ecg=EcgEffects(hr_bpm=6.0, qrs_amp_log=-0.1, lvh=0.15, qrs_ms=5.0), chronic=True,
         orders_panels=("troponin",),
     ),
     Condition(
@@ -356,21 +357,21 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "copd", _single("J449"), 0.07, _V.PARTIAL,
-        "Hyperinflation: in a third the full picture (right axis, low voltage, P pulmonale); in all a slightly "
+        "Hyperinflation: in about a quarter the full picture (right axis, low voltage, P pulmonale); in all a slightly "
         "faster rate and a more vertical axis; CO2 retention.",
         age_log_or_per_decade=0.4, comorbid_log_or={"smoker": 1.8},
         lab_shifts_sd={"pco2": 1.5, "ph": -0.3}, vital_shifts={"o2_saturation": -3.0, "resp_rate": 3.0},
-        ecg=EcgEffects(hr_bpm=4.0, axis_deg=8.0, p_amp_log=0.1), coding_sensitivity=0.8,
-        sign=EcgEffects(axis_deg=30.0, qrs_amp_log=-0.2, p_amp_log=0.35), sign_penetrance=0.35, chronic=True,
+        ecg=EcgEffects(hr_bpm=4.0, axis_deg=5.0, p_amp_log=0.08), coding_sensitivity=0.8,
+        sign=EcgEffects(axis_deg=30.0, qrs_amp_log=-0.2, p_amp_log=0.35), sign_penetrance=0.27, chronic=True,
     ),
     Condition(
         "atrial_fibrillation", _single("I4891"), 0.04, _V.VISIBLE,
-        "No P waves, irregularly irregular RR, fibrillatory baseline, a fast ventricular rate. A third are in sinus "
-        "rhythm at the ED ECG (paroxysmal AF) and show only atrial enlargement: a larger P and a longer PR.",
+        "No P waves, irregularly irregular RR, fibrillatory baseline, a fast ventricular rate. About 40 % are in "
+        "sinus rhythm at the ED ECG (paroxysmal AF) and show only atrial enlargement: a larger P and a longer PR.",
         age_log_or_per_decade=0.75,
         comorbid_log_or={"heart_failure": 1.6, "hyperthyroidism": 1.8, "hypertension": 0.5, "copd": 0.5,
                          "obesity": 0.3},
-        ecg=EcgEffects(p_amp_log=0.15, pr_ms=10.0), sign=EcgEffects(af=1.0, hr_bpm=18.0), sign_penetrance=0.68,
+        ecg=EcgEffects(p_amp_log=0.15, pr_ms=10.0), sign=EcgEffects(af=1.0, hr_bpm=18.0), sign_penetrance=0.6,
         coding_sensitivity=0.9, chronic=True, orders_panels=("tsh", "magnesium", "coag"),
     ),
     Condition(
@@ -381,13 +382,13 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "acute_mi",
-        (Variant("I2109", 0.2, EcgEffects(st_anterior_mv=0.30, t_amp_log=0.2)),
-         Variant("I2119", 0.2, EcgEffects(st_inferior_mv=0.25, t_amp_log=0.1)),
-         Variant("I214", 0.33, EcgEffects(st_lateral_mv=-0.06, st_inferior_mv=-0.03, t_inv_lateral=0.35)),
-         Variant("I214", 0.27)),
+        (Variant("I2109", 0.15, EcgEffects(st_anterior_mv=0.30, t_amp_log=0.2)),
+         Variant("I2119", 0.15, EcgEffects(st_inferior_mv=0.25, t_amp_log=0.1)),
+         Variant("I214", 0.32, EcgEffects(st_lateral_mv=-0.06, st_inferior_mv=-0.03, t_inv_lateral=0.35)),
+         Variant("I214", 0.38)),
         0.012, _V.PARTIAL,
-        "Troponin high. STEMI: ST elevation in the territory with reciprocal depression; NSTEMI: ST depression or "
-        "T inversion in about half, a nondiagnostic ECG in the rest.",
+        "Troponin high. STEMI (30 % of infarcts): ST elevation in the territory with reciprocal depression; NSTEMI: "
+        "ST depression or T inversion in about half, a nondiagnostic ECG in the rest.",
         age_log_or_per_decade=0.45, female_log_or=-0.4,
         comorbid_log_or={"cad": 1.8, "smoker": 0.5, "diabetes": 0.4},
         lab_shifts_sd={"troponin_t": 5.0, "creatine_kinase": 2.0, "wbc": 0.7, "glucose": 0.6},
@@ -404,7 +405,7 @@ CONDITIONS: tuple[Condition, ...] = (
         age_log_or_per_decade=0.2, comorbid_log_or={"obesity": 0.4},
         lab_shifts_sd={"d_dimer": 3.0, "troponin_t": 1.0, "ntprobnp": 1.0},
         vital_shifts={"o2_saturation": -4.0, "resp_rate": 5.0},
-        ecg=EcgEffects(hr_bpm=12.0, axis_deg=10.0), coding_sensitivity=0.95,
+        ecg=EcgEffects(hr_bpm=15.0, axis_deg=10.0), coding_sensitivity=0.95,
         orders_panels=("troponin", "ntprobnp", "blood_gas"),
     ),
     Condition(
@@ -414,7 +415,7 @@ CONDITIONS: tuple[Condition, ...] = (
         lab_shifts_sd={"wbc": 2.5, "crp": 3.0, "lactate": 2.5, "albumin": -1.5, "platelets": -1.0,
                        "creatinine": 1.0, "bicarbonate": -1.0},
         vital_shifts={"temperature": 2.5, "resp_rate": 7.0, "sbp": -18.0, "dbp": -10.0, "o2_saturation": -3.0},
-        ecg=EcgEffects(hr_bpm=18.0, qrs_amp_log=-0.08), coding_sensitivity=0.9,
+        ecg=EcgEffects(hr_bpm=20.0, qrs_amp_log=-0.1), coding_sensitivity=0.9,
         orders_panels=("lactate", "blood_gas", "crp", "lft", "coag"),
     ),
     Condition(
@@ -423,7 +424,7 @@ CONDITIONS: tuple[Condition, ...] = (
         age_log_or_per_decade=0.35, comorbid_log_or={"copd": 1.1, "smoker": 0.4},
         lab_shifts_sd={"wbc": 1.8, "crp": 2.5, "lactate": 0.8},
         vital_shifts={"temperature": 1.5, "resp_rate": 5.0, "o2_saturation": -4.0},
-        ecg=EcgEffects(hr_bpm=4.0), orders_panels=("crp", "lactate"),
+        ecg=EcgEffects(hr_bpm=6.0), orders_panels=("crp", "lactate"),
     ),
     Condition(
         "uti", _single("N390"), 0.06, _V.PARTIAL,
@@ -446,14 +447,15 @@ CONDITIONS: tuple[Condition, ...] = (
         female_log_or=-0.8,
         lab_shifts_sd={"alt": 1.5, "ast": 2.2, "bilirubin_total": 2.4, "albumin": -1.6, "inr": 1.6,
                        "platelets": -1.6, "alkaline_phosphatase": 1.2},
-        ecg=EcgEffects(hr_bpm=10.0, qtc_ms=22.0, qrs_amp_log=-0.12, t_amp_log=-0.12), chronic=True,
+        ecg=EcgEffects(hr_bpm=18.0, qtc_ms=45.0, qrs_amp_log=-0.25, t_amp_log=-0.25), chronic=True,
     ),
     Condition(
         "anemia", _single("D649"), 0.07, _V.PARTIAL,
-        "Low hemoglobin; a compensatory sinus tachycardia and a higher QRS voltage follow from the value (deep-ECG "
+        "Low hemoglobin; a compensatory sinus tachycardia and a higher QRS voltage, partly through the value (deep-ECG "
         "detection of Hb <= 10 g/dL AUROC ~0.9, Kwon et al. 2020).",
         age_log_or_per_decade=0.3, female_log_or=0.5, comorbid_log_or={"ckd": 1.3, "liver_disease": 0.8},
-        lab_shifts_sd={"hemoglobin": -2.6, "rdw": 1.5}, coding_sensitivity=0.6, chronic=True,
+        lab_shifts_sd={"hemoglobin": -2.6, "rdw": 1.5}, ecg=EcgEffects(hr_bpm=5.0, qrs_amp_log=0.05),
+        coding_sensitivity=0.6, chronic=True,
     ),
     Condition(
         "dehydration", _single("E860"), 0.04, _V.PARTIAL,
@@ -473,7 +475,7 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition(
         "hypokalemia", _single("E876"), 0.04, _V.PARTIAL,
         "Potassium low; flat T, U waves, ST depression, long QT(U) follow from the value.",
-        female_log_or=0.3, lab_shifts_sd={"potassium": -2.6}, coding_sensitivity=0.6,
+        female_log_or=0.3, lab_shifts_sd={"potassium": -3.0}, coding_sensitivity=0.6,
     ),
     Condition(
         "hyponatremia", _single("E871"), 0.04, _V.PARTIAL,
@@ -485,19 +487,20 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition(
         "hypocalcemia", _single("E8351"), 0.01, _V.PARTIAL,
         "Calcium low; a long ST segment and QT follow from the value.",
-        comorbid_log_or={"ckd": 1.2, "sepsis": 0.8}, lab_shifts_sd={"calcium": -3.2}, coding_sensitivity=0.5,
+        comorbid_log_or={"ckd": 1.2, "sepsis": 0.8}, lab_shifts_sd={"calcium": -3.8}, coding_sensitivity=0.5,
     ),
     Condition(
         "hypercalcemia", _single("E8352"), 0.006, _V.PARTIAL,
         "Calcium high; a short QT follows from the value.",
-        age_log_or_per_decade=0.3, lab_shifts_sd={"calcium": 3.2}, coding_sensitivity=0.6,
+        age_log_or_per_decade=0.3, lab_shifts_sd={"calcium": 3.8}, coding_sensitivity=0.6,
     ),
     Condition(
         "hypomagnesemia", _single("E8342"), 0.02, _V.PARTIAL,
         "Magnesium low, with the renal potassium and calcium wasting it causes; travels with alcohol use, "
         "hypokalemia and diuretics. QT prolongation and T flattening follow from the values.",
         comorbid_log_or={"liver_disease": 1.5, "hypokalemia": 2.0, "hypocalcemia": 1.0},
-        lab_shifts_sd={"magnesium": -3.0, "potassium": -1.0, "calcium": -0.5}, ecg=EcgEffects(hr_bpm=6.0),
+        lab_shifts_sd={"magnesium": -3.0, "potassium": -1.0, "calcium": -0.5},
+        ecg=EcgEffects(hr_bpm=8.0, qtc_ms=10.0),
         coding_sensitivity=0.5,
     ),
     Condition(
@@ -515,21 +518,21 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition(
         "av_block_1", _single("I440"), 0.02, _V.VISIBLE,
         "PR interval over 200 ms.",
-        age_log_or_per_decade=0.5, ecg=EcgEffects(pr_ms=95.0), coding_sensitivity=0.5, chronic=True,
+        age_log_or_per_decade=0.5, ecg=EcgEffects(pr_ms=110.0), coding_sensitivity=0.5, chronic=True,
     ),
     Condition(
         "chest_pain", _single("R079"), 0.15, _V.PARTIAL,
         "A presenting symptom, mostly of younger, anxious patients (a faster rate); follows acute MI, CAD and PE.",
-        age_log_or_per_decade=-0.3, comorbid_log_or={"acute_mi": 1.5, "cad": 0.6, "pulmonary_embolism": 1.0},
-        ecg=EcgEffects(hr_bpm=5.0), coding_sensitivity=0.9, orders_panels=("troponin", "ck", "d_dimer"),
+        age_log_or_per_decade=-0.5, comorbid_log_or={"acute_mi": 1.5, "cad": 0.6, "pulmonary_embolism": 1.0},
+        ecg=EcgEffects(hr_bpm=7.0), coding_sensitivity=0.9, orders_panels=("troponin", "ck", "d_dimer"),
     ),
     Condition(
         "syncope", _single("R55"), 0.04, _V.PARTIAL,
         "A presenting symptom of the old, a little more likely with conduction disease, AF, dehydration and a long "
         "QT (drugs).",
-        age_log_or_per_decade=0.45,
+        age_log_or_per_decade=0.4,
         comorbid_log_or={"av_block_1": 0.9, "atrial_fibrillation": 0.5, "dehydration": 0.8, "lbbb": 0.8},
-        ecg=EcgEffects(qtc_ms=8.0, hr_bpm=-3.0), coding_sensitivity=0.9, orders_panels=("troponin", "magnesium"),
+        ecg=EcgEffects(qtc_ms=5.0, hr_bpm=-3.0), coding_sensitivity=0.9, orders_panels=("troponin", "magnesium"),
     ),
     Condition(
         "dyspnea", _single("R0602"), 0.06, _V.PARTIAL,
@@ -540,7 +543,7 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition(
         "gerd", _single("K219"), 0.10, _V.INVISIBLE,
         "No physiological trace in either modality; more common with age, obesity and in women.",
-        age_log_or_per_decade=0.25, female_log_or=0.3, comorbid_log_or={"obesity": 0.5}, coding_sensitivity=0.7,
+        age_log_or_per_decade=0.4, female_log_or=0.3, comorbid_log_or={"obesity": 0.8}, coding_sensitivity=0.7,
         chronic=True,
     ),
     Condition(
