@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from torch import nn
 
 from model_training.config import CONFIG_DIR, TrainConfig
 from model_training.data.cohort import Cohort, CohortConfig, build_cohort, load_cohort
 from model_training.data.cohort_report import icd_display
 from model_training.data.layout import DataLayout
 from model_training.errors import DatasetError
-from model_training.simulator.simulate import COMPLETION_MARKER, simulate_hospital
+from model_training.simulator.simulate import COMPLETION_MARKER, SIMULATOR_VERSION, simulate_hospital
 from model_training.train import stages
 from model_training.train.data import CohortTensors
 from model_training.train.distributed import DistContext
@@ -162,12 +163,7 @@ def calibrate(
     multimodal = stages.multimodal(runner)
     test = data.splits["test"]
     y_test = cohort.dx_labels[test.numpy()]
-    for module in (encoder, head, multimodal):
-        module.to(ctx.device).eval()
-    ecg_only_probs = window_probabilities(lambda b: head(encoder(b["ecg"])), data, test,
-                                          batch_size=PREDICT_BATCH, device=ctx.device)  # fmt: skip
-    fused_probs = window_probabilities(lambda b: multimodal(b["ecg"], b["values"], b["observed"]), data, test,
-                                       batch_size=PREDICT_BATCH, device=ctx.device)  # fmt: skip
+    ecg_only_probs, fused_probs = _test_probabilities(data, encoder, head, multimodal, ctx.device)
     ecg_only_auroc = _per_code_auroc(y_test, ecg_only_probs)
     reference = load_reference()
     rows = [
@@ -176,11 +172,28 @@ def calibrate(
         for j, code in enumerate(cohort.dx_codes) if code in reference
     ]  # fmt: skip
     marker = json.loads((data_dir / COMPLETION_MARKER).read_text())
+    if marker.get("simulator_version") != SIMULATOR_VERSION:
+        log.warning("%s was simulated by simulator %s, not %s: the table describes that version",
+                    data_dir, marker.get("simulator_version"), SIMULATOR_VERSION)  # fmt: skip
     recipe = {"simulator": marker, "n_test_studies": len(test), "n_studies": len(cohort.study_ids),
               "test_folds": list(cohort_config.test_folds), "baselines": asdict(config.baselines),
               "model": asdict(config.model), "seed": config.seed,
               "wall_s": round(time.monotonic() - started_s, 1)}  # fmt: skip
     return CalibrationResult(rows, _nanmean(ecg_only_auroc), _nanmean(_per_code_auroc(y_test, fused_probs)), recipe)
+
+
+def _test_probabilities(
+    data: CohortTensors, encoder: nn.Module, head: nn.Module, multimodal: nn.Module, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test-fold probabilities of the ECG-only and the multimodal baseline, windows averaged as the pipeline does."""
+    for module in (encoder, head, multimodal):
+        module.to(device).eval()
+    test = data.splits["test"]
+    ecg_only = window_probabilities(lambda b: head(encoder(b["ecg"])), data, test, batch_size=PREDICT_BATCH,
+                                    device=device)  # fmt: skip
+    fused = window_probabilities(lambda b: multimodal(b["ecg"], b["values"], b["observed"]), data, test,
+                                 batch_size=PREDICT_BATCH, device=device)  # fmt: skip
+    return ecg_only, fused
 
 
 def _calibration_cohort(config: TrainConfig, data_dir: Path, cohort_config: CohortConfig) -> Cohort:
