@@ -21,7 +21,7 @@ import time
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from model_training.data.simulate import simulate_hospital
+from model_training.simulator.simulate import simulate_hospital
 start = time.perf_counter()
 summary = simulate_hospital(Path(sys.argv[1]), n_patients=int(sys.argv[2]), seed=0, workers=int(sys.argv[3]),
                             progress=False)

@@ -217,6 +217,7 @@ class Manifest:
     metrics: dict[str, float]
     data_fingerprint: str
     torch_version: str
+    simulator_version: str | None = None  # the simulated hospital's version when trained on it; None on real data
     extra_files: dict[str, str] = field(default_factory=dict)  # other formats beside model.ts → their sha256
     model_sha256: str | None = None  # None only in the copy embedded in model.ts
     calibration: str | None = None  # how dx_prob/lab_prob were calibrated inside the module; None in schema 1

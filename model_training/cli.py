@@ -94,6 +94,23 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--run", type=Path, required=True, metavar="OUT", help="run folder of `ecg-train run`")
     evaluate.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
 
+    calibrate = commands.add_parser(
+        "calibrate", help="compare the simulated hospital's baselines with published AUROCs on real ED data",
+        description="Simulate a hospital into DATA if it holds none (configs/calibrate.yaml: 20,000 patients, seed 0), "
+        "build its calibration cohort (test folds 16-19), train only the ECG-only and the multimodal baselines as "
+        "`ecg-train run` does, and print per code the simulated ECG-only test AUROC next to the published one on real "
+        "MIMIC-IV-ECG ED data, plus both macro AUROCs against MDS-ED. Writes OUT/simulator_calibration.json and "
+        "OUT/simulator_calibration.png.",
+    )  # fmt: skip
+    calibrate.add_argument("--data", type=Path, required=True, help="simulated hospital (simulated into if empty)")
+    calibrate.add_argument(
+        "--out", type=Path, required=True, help="folder for checkpoints, simulator_calibration.json and .png"
+    )
+    calibrate.add_argument("--config", type=Path, default=None, help="recipe YAML (default: configs/calibrate.yaml)")
+    calibrate.add_argument("--patients", type=int, default=None, help="override the recipe's patients (a proxy run)")
+    calibrate.add_argument("--resume", action="store_true", help="reuse the baselines' checkpoints in OUT")
+    calibrate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     export = commands.add_parser(
         "export", help="write the served model (TorchScript + manifest) of a finished run",
         description="Script the ECG-only model of OUT (encoder, diagnosis and lab heads) and write OUT/model/.",
@@ -102,7 +119,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from model_training.data.simulate import simulate_hospital
+    from model_training.simulator.simulate import simulate_hospital
 
     summary = simulate_hospital(
         args.out,
@@ -134,7 +151,7 @@ def _cohort_report(args: argparse.Namespace) -> int:
     else:
         cohort = load_cohort(cohort_dir)
     prevalences = prevalence_table(cohort)
-    visibility = visibility_table(cohort, ecg_feature_matrix(cohort))
+    visibility = visibility_table(cohort, ecg_feature_matrix(cohort), expected=_documented_visibility(args.data_dir))
     text = format_report(cohort, prevalences, visibility)
     (cohort_dir / "report.md").write_text(text)
     (cohort_dir / "report.json").write_text(json.dumps(report_json(prevalences, visibility), indent=2) + "\n")
@@ -142,8 +159,16 @@ def _cohort_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _documented_visibility(data_dir: Path) -> dict[str, str] | None:
+    """The simulator's documented visibility per code when DIR is a simulated hospital; nothing for real data."""
+    from model_training.simulator.physiology import documented_visibility
+    from model_training.simulator.simulate import COMPLETION_MARKER
+
+    return documented_visibility() if (data_dir / COMPLETION_MARKER).exists() else None
+
+
 def _plot_examples(args: argparse.Namespace) -> int:
-    from model_training.data.examples import plot_examples
+    from model_training.simulator.examples import plot_examples
 
     for path in plot_examples(args.out, seed=args.seed):
         print(path)
@@ -169,6 +194,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from model_training.config import load_config
+    from model_training.simulator_calibration import CALIBRATE_CONFIG, calibrate, format_table, write_outputs
+
+    overrides: dict[str, object] = {"progress": False} if args.no_progress else {}
+    if args.patients is not None:
+        overrides["data.simulate_patients"] = args.patients
+    config = load_config(args.config or CALIBRATE_CONFIG, overrides or None)
+    result = calibrate(config, args.data, args.out, resume=args.resume)
+    json_path, figure_path = write_outputs(result, args.out)
+    print(format_table(result), end="")
+    print(f"wrote {json_path} and {figure_path}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from model_training.train.pipeline import export_run_dir
 
@@ -190,7 +230,7 @@ def _headline(metrics: dict) -> str:
 
 
 COMMANDS = {"simulate": _simulate, "cohort-report": _cohort_report, "plot-examples": _plot_examples, "run": _run,
-            "evaluate": _evaluate, "export": _export}  # fmt: skip
+            "evaluate": _evaluate, "export": _export, "calibrate": _calibrate}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

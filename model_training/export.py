@@ -92,6 +92,7 @@ def export_artifact(
     calibration: LabelCalibration | None = None,
     explanations: Mapping[str, Sequence[LabAssociation]] | None = None,
     extra_formats: Sequence[str] = (),
+    simulator_version: str | None = None,
 ) -> Path:
     """Script, check and write ``out_dir/model/{model.ts, manifest.json}``; return that directory.
 
@@ -126,6 +127,7 @@ def export_artifact(
         torch_version=torch.__version__,
         calibration=calibration.method if calibration is not None else UNCALIBRATED,
         release_rule=release.rule,
+        simulator_version=simulator_version,
     )
     _check_output_sizes(manifest, eager_outputs)
     scripted = script(scoring_module)

@@ -1,1 +1,1 @@
-"""Data: the lab/vital catalogue, the simulated hospital, and the cohort loader."""
+"""The real-data loader: the on-disk layout and catalogue, the cohort builder, features, labels, reports."""

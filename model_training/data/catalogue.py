@@ -108,3 +108,51 @@ def ethnicity_group(race: str | float | None) -> str:
         if upper.startswith(group) or (group == "HISPANIC" and "LATINO" in upper):
             return group.lower()
     return "other"
+
+
+#: ICD-10-CM titles of the diagnosis codes this project knows by name (those the simulated hospital writes).
+#: A code not listed is shown by the titles of its listed children, or by itself (see ``cohort_report.icd_display``).
+ICD10_TITLES: dict[str, str] = {
+    "A419": "Sepsis, unspecified organism",
+    "D649": "Anemia, unspecified",
+    "E039": "Hypothyroidism, unspecified",
+    "E0590": "Thyrotoxicosis, unspecified without thyrotoxic crisis or storm",
+    "E119": "Type 2 diabetes mellitus without complications",
+    "E669": "Obesity, unspecified",
+    "E785": "Hyperlipidemia, unspecified",
+    "E8342": "Hypomagnesemia",
+    "E8351": "Hypocalcemia",
+    "E8352": "Hypercalcemia",
+    "E860": "Dehydration",
+    "E871": "Hypo-osmolality and hyponatremia",
+    "E875": "Hyperkalemia",
+    "E876": "Hypokalemia",
+    "F17200": "Nicotine dependence, unspecified, uncomplicated",
+    "F17210": "Nicotine dependence, cigarettes, uncomplicated",
+    "F329": "Major depressive disorder, single episode, unspecified",
+    "I10": "Essential (primary) hypertension",
+    "I2109": "ST elevation (STEMI) myocardial infarction involving other coronary artery of anterior wall",
+    "I2119": "ST elevation (STEMI) myocardial infarction involving other coronary artery of inferior wall",
+    "I214": "Non-ST elevation (NSTEMI) myocardial infarction",
+    "I2510": "Atherosclerotic heart disease of native coronary artery without angina pectoris",
+    "I252": "Old myocardial infarction",
+    "I2699": "Other pulmonary embolism without acute cor pulmonale",
+    "I440": "Atrioventricular block, first degree",
+    "I447": "Left bundle-branch block, unspecified",
+    "I4510": "Unspecified right bundle-branch block",
+    "I4891": "Unspecified atrial fibrillation",
+    "I509": "Heart failure, unspecified",
+    "J189": "Pneumonia, unspecified organism",
+    "J449": "Chronic obstructive pulmonary disease, unspecified",
+    "K219": "Gastro-esophageal reflux disease without esophagitis",
+    "K7030": "Alcoholic cirrhosis of liver without ascites",
+    "N179": "Acute kidney failure, unspecified",
+    "N183": "Chronic kidney disease, stage 3 (moderate)",
+    "N184": "Chronic kidney disease, stage 4 (severe)",
+    "N189": "Chronic kidney disease, unspecified",
+    "N390": "Urinary tract infection, site not specified",
+    "R0602": "Shortness of breath",
+    "R079": "Chest pain, unspecified",
+    "R55": "Syncope and collapse",
+    "Z7901": "Long term (current) use of anticoagulants",
+}

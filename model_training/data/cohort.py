@@ -47,7 +47,7 @@ from model_training.data.labels import (
     parse_icd_list,
     reference_thresholds,
 )
-from model_training.data.layout import DataLayout
+from model_training.data.layout import SIMULATED_MARKER, DataLayout
 from model_training.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class Cohort:
     config: CohortConfig
     skipped: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
+    simulator_version: str | None = None  # the simulated hospital's version; None for real data
 
     def split(self, name: str) -> np.ndarray:
         """Row indices of ``train``, ``val`` or ``test``."""
@@ -135,7 +136,7 @@ def build_cohort(
         features=features.astype(np.float32), feature_names=names,
         feature_medians=training_medians(features, train_mask), dx_codes=dx_codes, dx_labels=dx,
         lab_targets=lab_targets, lab_labels=lab_labels, config=config,
-        skipped=dict(Counter(reason for _, reason in skipped)),
+        skipped=dict(Counter(reason for _, reason in skipped)), simulator_version=_simulator_version(root),
     )  # fmt: skip
     cohort.fingerprint = _fingerprint(cohort)
     _save(cohort, out_dir, skipped)
@@ -412,8 +413,20 @@ def _save(cohort: Cohort, out_dir: Path, skipped: list[tuple[int, str]]) -> None
         "lab_targets": [{"lab": t.lab, "direction": t.direction, "threshold": t.threshold} for t in cohort.lab_targets],
         "skipped": cohort.skipped,
         "fingerprint": cohort.fingerprint,
+        "simulator_version": cohort.simulator_version,
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _simulator_version(root: Path) -> str | None:
+    """The version in the simulated hospital's marker, or None for real data (no marker)."""
+    marker = root / SIMULATED_MARKER
+    if not marker.exists():
+        return None
+    try:
+        return str(json.loads(marker.read_text())["simulator_version"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DatasetError(marker, f"unreadable simulator marker: {exc!r}") from exc
 
 
 def _config_dict(config: CohortConfig) -> dict[str, object]:
@@ -436,4 +449,5 @@ def load_cohort(out_dir: Path) -> Cohort:
         dx_codes=tuple(meta["dx_codes"]), dx_labels=arrays["dx_labels"],
         lab_targets=tuple(LabTarget(**t) for t in meta["lab_targets"]), lab_labels=arrays["lab_labels"],
         config=config, skipped=meta["skipped"], fingerprint=meta["fingerprint"],
+        simulator_version=meta.get("simulator_version"),
     )  # fmt: skip

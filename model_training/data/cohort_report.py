@@ -11,6 +11,7 @@ visible, and visible only in the clinical data.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,10 +21,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from model_training.data.catalogue import ICD10_TITLES
 from model_training.data.cohort import Cohort
 from model_training.data.ecg_features import FEATURE_NAMES as ECG_FEATURE_NAMES
 from model_training.data.ecg_features import extract_features_batch
-from model_training.data.physiology import CONDITIONS, ICD10_DISPLAY
 
 MIN_POSITIVES_PER_SPLIT = 5
 
@@ -45,21 +46,17 @@ class Prevalence:
 class Visibility:
     code: str
     display: str
-    expected: str  # the simulator's documented visibility, "" for real data
+    expected: str  # what the dataset's producer documents (the simulator's visibility), "" for real data
     positives: int
     auroc_ecg: float
     auroc_clinical: float
 
 
-def _expected_visibility() -> dict[str, str]:
-    return {variant.icd10: str(c.visibility) for c in CONDITIONS for variant in c.variants}
-
-
 def icd_display(code: str) -> str:
     """Display for a code or, for a parent made by propagation, the displays it groups."""
-    if code in ICD10_DISPLAY:
-        return ICD10_DISPLAY[code]
-    children = sorted({d for c, d in ICD10_DISPLAY.items() if c.startswith(code)})
+    if code in ICD10_TITLES:
+        return ICD10_TITLES[code]
+    children = sorted({d for c, d in ICD10_TITLES.items() if c.startswith(code)})
     return children[0] if len(children) == 1 else ("; ".join(children[:2]) + (" …" if len(children) > 2 else ""))
 
 
@@ -84,13 +81,16 @@ def ecg_feature_matrix(cohort: Cohort, batch: int = 512) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, len(ECG_FEATURE_NAMES)))
 
 
-def visibility_table(cohort: Cohort, ecg_features: np.ndarray) -> list[Visibility]:
+def visibility_table(
+    cohort: Cohort, ecg_features: np.ndarray, expected: Mapping[str, str] | None = None
+) -> list[Visibility]:
+    """Held-out AUROC per diagnosis from ECG features and from clinical features; ``expected``: code → documented."""
     train = cohort.split("train")
     held_out = np.concatenate([cohort.split("val"), cohort.split("test")])
     ecg_inputs = _impute_with_train_median(ecg_features, train)
     values, mask = cohort.clinical_inputs()
     clinical_inputs = np.concatenate([values, mask], axis=1)
-    expected = _expected_visibility()
+    expected = expected or {}
     rows = []
     for j, code in enumerate(cohort.dx_codes):
         y = cohort.dx_labels[:, j]

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model_training.data.catalogue import LABS, OMR_BIOMETRICS, VITALS
 
+#: Written last by the simulated hospital at the data root, with its ``simulator_version``; absent from real data.
+#: The loader reads it only to record which simulator made a cohort.
+SIMULATED_MARKER = "SIMULATED.json"
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

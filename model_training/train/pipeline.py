@@ -125,7 +125,7 @@ def ensure_cohort(config: TrainConfig, data_dir: Path, cohort_dir: Path) -> None
         return
     layout = DataLayout()
     if not layout.resolve(data_dir, layout.record_list).exists():
-        from model_training.data.simulate import simulate_hospital
+        from model_training.simulator.simulate import simulate_hospital
 
         log.info("no dataset in %s: simulating %d patients", data_dir, config.data.simulate_patients)
         simulate_hospital(data_dir, n_patients=config.data.simulate_patients, seed=config.data.simulate_seed,
@@ -254,6 +254,7 @@ def export_models(cohort: Cohort, data: CohortTensors, models: TrainedModels, me
         data_fingerprint=cohort.fingerprint,
         example_input=data.ecg_mv[data.splits["test"][:EXAMPLE_STUDIES]],
         explanations=read_explanations(explanations_path) if explanations_path.exists() else None,
+        simulator_version=cohort.simulator_version,
     )
 
 

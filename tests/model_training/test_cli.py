@@ -11,7 +11,7 @@ from model_training.cli import main
 def test_help_lists_every_command():
     result = subprocess.run([sys.executable, "-m", "model_training.cli", "--help"], capture_output=True, text=True,
                             check=True)  # fmt: skip
-    for command in ("simulate", "cohort-report", "plot-examples"):
+    for command in ("simulate", "cohort-report", "plot-examples", "run", "evaluate", "export", "calibrate"):
         assert command in result.stdout
 
 

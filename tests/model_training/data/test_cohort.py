@@ -143,6 +143,7 @@ def test_a_built_cohort_loads_back_identically(cohort, mimic):
     np.testing.assert_array_equal(loaded.features, cohort.features)
     assert loaded.dx_codes == cohort.dx_codes and loaded.lab_targets == cohort.lab_targets
     assert loaded.fingerprint == cohort.fingerprint and loaded.config == cohort.config
+    assert cohort.simulator_version is None and loaded.simulator_version is None, "real data has no simulator"
 
 
 def test_a_missing_table_names_the_file(mimic):

@@ -5,8 +5,8 @@ import pytest
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, preprocess
 from model_training.data.ecg_features import FEATURE_NAMES, extract_features, extract_features_batch
-from model_training.data.ecg_synth import EcgParams, NoiseParams, synthesize_ecg
-from model_training.data.physiology import CONDITIONS_BY_KEY, EcgEffects, lab_driven_ecg_effects
+from model_training.simulator.ecg_synth import EcgParams, NoiseParams, synthesize_ecg
+from model_training.simulator.physiology import CONDITIONS_BY_KEY, EcgEffects, lab_driven_ecg_effects
 
 NOISY = NoiseParams(baseline_mv=0.15, emg_mv=0.02, mains_mv=0.02)
 
@@ -25,14 +25,14 @@ def test_heart_rate_within_3_bpm(hr_shift):
 
 def test_atrial_fibrillation_is_irregular_and_has_no_p_wave():
     _, sinus = _features(EcgEffects())
-    _, af = _features(CONDITIONS_BY_KEY["atrial_fibrillation"].ecg)
+    _, af = _features(CONDITIONS_BY_KEY["atrial_fibrillation"].sign)
     assert sinus.rr_cv < 0.05 < 0.1 < af.rr_cv
     assert np.isnan(af.pr_ms) and not np.isnan(sinus.pr_ms)
 
 
 def test_bundle_branch_block_measures_wider_than_normal_by_30_ms():
     _, normal = _features(EcgEffects())
-    _, lbbb = _features(CONDITIONS_BY_KEY["lbbb"].ecg)
+    _, lbbb = _features(CONDITIONS_BY_KEY["lbbb"].sign)
     assert lbbb.qrs_ms > normal.qrs_ms + 30
 
 

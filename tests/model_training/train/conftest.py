@@ -6,7 +6,7 @@ import pytest
 
 from model_training.config import CONFIG_DIR
 from model_training.data.cohort import CohortConfig, build_cohort, load_cohort
-from model_training.data.simulate import simulate_hospital
+from model_training.simulator.simulate import simulate_hospital
 from model_training.train.data import CohortTensors
 
 TINY_CONFIG = CONFIG_DIR / "tiny.yaml"

@@ -10,6 +10,7 @@ from model_training.calibration import CALIBRATION_FILE, METHOD
 from model_training.cli import main
 from model_training.config import CONFIG_DIR, load_config, save_config
 from model_training.release import ReleaseTable
+from model_training.simulator.simulate import SIMULATOR_VERSION
 from model_training.train import loop
 from model_training.train.pipeline import CHECKPOINT_DIR
 
@@ -45,6 +46,7 @@ def test_the_exported_model_loads_and_scores(finished_run):
     dx_prob, lab_prob, _ = artifact.module(torch.zeros(2, 12, 1000))
     assert dx_prob.shape[1] == len(artifact.manifest.diagnoses)
     assert lab_prob.shape[1] == len(artifact.manifest.lab_targets)
+    assert artifact.manifest.simulator_version == SIMULATOR_VERSION, "trained on the simulated hospital"
 
 
 @pytest.mark.slow

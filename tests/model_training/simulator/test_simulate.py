@@ -10,9 +10,10 @@ import pytest
 
 from integrations.ecg import MIMIC_FILE_LEAD_ORDER
 from integrations.wfdb_files import read_wfdb
-from model_training.data.hospital import sample_patient
+from model_training.data.cohort import CohortConfig, build_cohort, load_cohort
 from model_training.data.layout import DataLayout
-from model_training.data.simulate import COMPLETION_MARKER, simulate_hospital
+from model_training.simulator.hospital import sample_patient
+from model_training.simulator.simulate import COMPLETION_MARKER, SIMULATOR_VERSION, simulate_hospital
 
 N_PATIENTS = 30
 LAYOUT = DataLayout()
@@ -84,3 +85,11 @@ def test_labs_follow_the_coded_condition():
                     draws["ckd" if "ckd" in keys else "no_ckd"].append(draw.value)
     assert np.mean(draws["hyperkalemia"]) > 5.1 > np.mean(draws["other"])
     assert np.median(draws["ckd"]) > 1.5 * np.median(draws["no_ckd"])
+
+
+def test_the_simulator_version_travels_from_the_marker_into_the_cohort(hospital, tmp_path):
+    marker = json.loads((hospital / COMPLETION_MARKER).read_text())
+    assert marker["simulator_version"] == SIMULATOR_VERSION
+    cohort = build_cohort(hospital, tmp_path / "cohort", config=CohortConfig(min_dx_count=1), workers=1, progress=False)
+    assert cohort.simulator_version == SIMULATOR_VERSION
+    assert load_cohort(tmp_path / "cohort").simulator_version == SIMULATOR_VERSION

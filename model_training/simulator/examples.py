@@ -8,8 +8,8 @@ import numpy as np
 
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.ecg_plot import plot_12lead
-from model_training.data.ecg_synth import EcgParams, NoiseParams, synthesize_ecg
-from model_training.data.physiology import CONDITIONS_BY_KEY, EcgEffects, lab_driven_ecg_effects
+from model_training.simulator.ecg_synth import EcgParams, NoiseParams, synthesize_ecg
+from model_training.simulator.physiology import CONDITIONS_BY_KEY, EcgEffects, lab_driven_ecg_effects
 
 FS_HZ = 500.0
 _LIGHT_NOISE = NoiseParams(baseline_mv=0.05, emg_mv=0.008)
@@ -17,7 +17,7 @@ _LIGHT_NOISE = NoiseParams(baseline_mv=0.05, emg_mv=0.008)
 
 def _condition_effects(key: str, variant: int = 0) -> EcgEffects:
     condition = CONDITIONS_BY_KEY[key]
-    return condition.ecg + condition.variants[variant].ecg
+    return condition.ecg + condition.sign + condition.variants[variant].ecg  # a patient who shows the sign
 
 
 EXAMPLES: dict[str, tuple[str, EcgEffects]] = {

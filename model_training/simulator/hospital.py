@@ -1,6 +1,6 @@
 """Sampling one simulated patient: demographics, conditions, labs, vitals, codes and ECG parameters.
 
-Every number it uses comes from :mod:`model_training.data.physiology`; this module only
+Every number it uses comes from :mod:`model_training.simulator.physiology`; this module only
 draws from those distributions. A patient's draws depend on ``(seed, patient_index)``
 alone, so the output is the same whatever the number of worker processes.
 """
@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from model_training.data.catalogue import LABS_BY_KEY
-from model_training.data.ecg_synth import EcgParams, NoiseParams
-from model_training.data.physiology import (
+from model_training.simulator.ecg_synth import EcgParams, NoiseParams
+from model_training.simulator.physiology import (
     CONDITIONS,
     LAB_PHYSIOLOGY,
     PANEL_ORDER_PROBABILITY,
@@ -43,6 +43,7 @@ class ConditionInstance:
     variant: int
     severity: float
     coded: bool
+    sign_shown: bool  # whether this patient's ECG shows the condition's textbook sign
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ def _sample_visit(
     true_labs = _true_labs(rng, age_y, female, present)
     effects = demographic_ecg_effects(age_y, female, rng.standard_normal(7))
     for instance in conditions:
-        effects = effects + _condition_ecg_effects(CONDITION_BY_KEY[instance.key], instance)
+        effects = effects + condition_ecg_effects(CONDITION_BY_KEY[instance.key], instance)
     effects = effects + lab_driven_ecg_effects(true_labs, true_vitals["temperature"])
     ecg = EcgParams.from_effects(effects)
     true_vitals["heart_rate"] = ecg.hr_bpm
@@ -200,13 +201,15 @@ def _draw_condition(
         variant=int(rng.choice(len(weights), p=weights / weights.sum())),
         severity=float(rng.lognormal(0.0, SEVERITY_LOG_SD)),
         coded=bool(rng.random() < condition.coding_sensitivity),
+        sign_shown=bool(rng.random() < condition.sign_penetrance),
     )
 
 
-def _condition_ecg_effects(condition: Condition, instance: ConditionInstance) -> EcgEffects:
+def condition_ecg_effects(condition: Condition, instance: ConditionInstance) -> EcgEffects:
     variant = condition.variants[instance.variant]
     variant_effects = variant.ecg.scaled(instance.severity) if variant.scales_with_severity else variant.ecg
-    return condition.ecg.scaled(instance.severity) + variant_effects
+    effects = condition.ecg.scaled(instance.severity) + variant_effects
+    return effects + condition.sign.scaled(instance.severity) if instance.sign_shown else effects
 
 
 def _true_labs(

@@ -7,7 +7,7 @@ Goldberger's laws, so the 12 leads are consistent with each other as in a real h
 Intervals scale with heart rate (Fridericia). Real-world noise is added in lead space.
 
 What each parameter does to the waves is physiology, but *which* conditions change
-the parameters and how much lives in :mod:`model_training.data.physiology`.
+the parameters and how much lives in :mod:`model_training.simulator.physiology`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from integrations.ecg import MODEL_LEAD_ORDER
-from model_training.data.physiology import REFERENCE_ECG, EcgEffects
+from model_training.simulator.physiology import REFERENCE_ECG, EcgEffects
 
 #: Inverse Dower coefficients (Dower et al. 1980): rows I, II, V1..V6; columns X, Y, Z.
 _DOWER = np.array([
