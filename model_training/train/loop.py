@@ -60,7 +60,7 @@ def fit(
     """
     task.to(ctx.device)
     trained = wrap(task, ctx)
-    loader, batches = _loader(data, settings, ctx)
+    loader, batches = training_loader(data, settings, ctx)
     optimizer = torch.optim.AdamW(param_groups, weight_decay=settings.weight_decay)
     steps = max(1, settings.epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -86,7 +86,9 @@ def fit(
     return result
 
 
-def _loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, CropBatches]:
+def training_loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, CropBatches]:
+    """Batches of ``settings.split`` (this rank's shard) as ``(rows, ecg windows)``; ``set_epoch`` the
+    :class:`CropBatches` before each epoch."""
     rows = data.splits[settings.split]
     # Explicit replicas/rank: the same sampler shards under DDP and shuffles in a single process.
     sampler = DistributedSampler(rows, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=settings.seed,
