@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/train_memory.py --patients 4000 --root /tmp/stream-bench/4k [--steps simulate,cohort,run]
 
-Runs three child processes one after the other, each under ``/usr/bin/time -v`` (Linux), and reports
+Runs each step as a child process, one after the other, under ``/usr/bin/time -v`` (Linux), and reports
 each one's wall time and peak resident set size (the largest of the process and its waited-for
 children, as the kernel counts it):
 
 * ``simulate``: ``ecg-train simulate`` of N patients into ROOT/data;
 * ``cohort``: the cohort build (``build_cohort``) into ROOT/data/cohort;
+* ``epoch`` (optional): the data path alone, no model: one training epoch of crops through the training
+  loader, then every validation and test ECG read whole and cut into evaluation windows;
 * ``run``: ``ecg-train run`` with a short configuration (one epoch per stage, the tiny network, large
   batches) into ROOT/run: what matters is the data path, not convergence.
 
@@ -35,6 +37,28 @@ from pathlib import Path
 from model_training.data.cohort import build_cohort
 cohort = build_cohort(Path(sys.argv[1]), Path(sys.argv[2]), workers=int(sys.argv[3]), progress=False)
 print("studies", len(cohort.study_ids))
+"""
+
+# The data path alone, without models: one training epoch of crops (batches of 512) read by the training
+# loader, then every validation and test ECG read whole and cut into evaluation windows.
+_READ_EPOCH = """
+import sys
+from pathlib import Path
+import torch
+from model_training.data.cohort import load_cohort
+from model_training.scoring import split_windows
+from model_training.train.data import CohortTensors
+from model_training.train.distributed import DistContext
+from model_training.train.loop import FitSettings, training_loader
+data = CohortTensors.from_cohort(load_cohort(Path(sys.argv[1])))
+settings = FitSettings(epochs=1, batch_size=512, seed=0, weight_decay=0.0, progress=False, desc="bench")
+loader, batches = training_loader(data, settings, DistContext(0, 1, torch.device("cpu")))
+batches.set_epoch(0)
+studies = sum(len(rows) for rows, _ in loader)
+for split in ("val", "test"):
+    for rows in data.splits[split].split(256):
+        split_windows(data.ecg.records(rows), data.window_samples)
+print("studies", studies)
 """
 
 SHORT_CONFIG = """\
@@ -93,6 +117,8 @@ def main() -> None:
                     "--workers", str(args.workers), "--no-progress"]  # fmt: skip
         elif step == "cohort":
             argv = [sys.executable, "-c", _BUILD_COHORT, str(data), str(data / "cohort"), str(args.workers)]
+        elif step == "epoch":
+            argv = [sys.executable, "-c", _READ_EPOCH, str(data / "cohort")]
         elif step == "run":
             config = args.root / "short.yaml"
             config.write_text(SHORT_CONFIG)
