@@ -100,7 +100,7 @@ def training_loader(data: CohortTensors, settings: FitSettings, ctx: DistContext
                           window_samples=data.window_samples, seed=settings.seed, rank=ctx.rank)  # fmt: skip
     # batch_size=None: each CropBatches item is already a whole batch, read by one worker.
     loader = DataLoader(TrainingWindows(data.ecg, data.window_samples), sampler=batches, batch_size=None,
-                        num_workers=settings.loader_workers)  # fmt: skip
+                        num_workers=settings.loader_workers, pin_memory=ctx.device.type == "cuda")  # fmt: skip
     return loader, batches
 
 
