@@ -8,6 +8,8 @@ children, as the kernel counts it):
 
 * ``simulate``: ``ecg-train simulate`` of N patients into ROOT/data;
 * ``cohort``: the cohort build (``build_cohort``) into ROOT/data/cohort;
+* ``repeat`` (instead of the first two, not measured): ROOT/data/cohort as ``--times`` copies of the cohort
+  ``--repeat-cohort``, to reach a large ECG count without simulating it;
 * ``epoch`` (optional): the data path alone, no model: one training epoch of crops through the training
   loader, then every validation and test ECG read whole and cut into evaluation windows;
 * ``run``: ``ecg-train run`` with a short configuration (one epoch per stage, the tiny network, large
@@ -26,10 +28,13 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 _BUILD_COHORT = """
 import sys
@@ -100,18 +105,50 @@ def measure(argv: list[str], *, nice: int) -> dict[str, float]:
     return {"wall_s": round(wall_s, 1), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
+def repeat_cohort(source: Path, target: Path, times: int) -> None:
+    """A cohort of ``times`` copies of ``source`` (ECG file and tables repeated, study and subject ids offset):
+    ECG-count scale without simulating it, for the ``epoch`` and ``run`` steps."""
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / "ecg.f32").open("wb") as sink:
+        for _ in range(times):
+            with (source / "ecg.f32").open("rb") as part:
+                shutil.copyfileobj(part, sink, 16 << 20)
+    arrays = dict(np.load(source / "arrays.npz"))
+    id_offset = int(max(arrays["study_ids"].max(), arrays["subject_ids"].max())) + 1
+    repeated = {name: np.concatenate([arrays[name] + i * id_offset if name.endswith("_ids") else arrays[name]
+                                      for i in range(times)])
+                for name in ("study_ids", "subject_ids", "folds", "features", "dx_labels", "lab_labels")}  # fmt: skip
+    np.savez(target / "arrays.npz", feature_medians=arrays["feature_medians"], **repeated)
+    meta = json.loads((source / "cohort.json").read_text())
+    meta["n_studies"] *= times
+    meta["ecg_shape"][0] *= times
+    (target / "cohort.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=4000)
     parser.add_argument("--root", type=Path, required=True, help="working folder (several GB at 40,000 patients)")
     parser.add_argument("--steps", default="simulate,cohort,run", help="comma-separated subset, in order")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--repeat-cohort",
+        type=Path,
+        default=None,
+        metavar="COHORT",
+        help="step 'repeat': build ROOT/data/cohort as --times copies of this cohort",
+    )
+    parser.add_argument("--times", type=int, default=10)
     parser.add_argument("--nice", type=int, default=10, help="niceness of the children (shared machines)")
     args = parser.parse_args()
     data, run_dir = args.root / "data", args.root / "run"
     cli = [sys.executable, "-m", "model_training.cli"]
     report: dict[str, object] = {"benchmark": "train_memory", "patients": args.patients, "cpu_count": os.cpu_count()}
     for step in args.steps.split(","):
+        if step == "repeat":
+            repeat_cohort(args.repeat_cohort, data / "cohort", args.times)
+            report["repeated"] = {"cohort": str(args.repeat_cohort), "times": args.times}
+            continue
         if step == "simulate":
             argv = [*cli, "simulate", "--patients", str(args.patients), "--out", str(data),
                     "--workers", str(args.workers), "--no-progress"]  # fmt: skip
