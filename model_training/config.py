@@ -124,6 +124,7 @@ class TrainConfig:
     device: str = "cpu"
     batch_size: int = 128
     num_threads: int = 2
+    loader_workers: int = 0  # DataLoader processes reading ECG windows from disk; 0 reads in the training process
     weight_decay: float = 1e-4
     label_fraction: float = 1.0  # share of training studies whose labels stages 2-3 and the baselines see
     progress: bool = True
@@ -145,6 +146,8 @@ class TrainConfig:
                 raise ConfigError(f"release.{key}: must be in [0, 1], got {value}")
         if self.release.min_positives < 1:
             raise ConfigError(f"release.min_positives: must be at least 1, got {self.release.min_positives}")
+        if self.loader_workers < 0:
+            raise ConfigError(f"loader_workers: must be 0 or more, got {self.loader_workers}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be at least 2 (batch statistics), got {self.batch_size}")
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from model_training.train.data import CohortTensors, to_device
+from model_training.train.data import CohortTensors, CropBatches, TrainingWindows, to_device
 from model_training.train.distributed import DistContext, wrap
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class FitSettings:
     progress: bool
     desc: str
     split: str = "train"  # which rows of CohortTensors.splits to train on
+    loader_workers: int = 0  # DataLoader worker processes reading ECG windows; 0 reads in the training process
 
 
 @dataclass(slots=True)
@@ -59,7 +60,7 @@ def fit(
     """
     task.to(ctx.device)
     trained = wrap(task, ctx)
-    loader, sampler = _loader(data, settings, ctx)
+    loader, batches = training_loader(data, settings, ctx)
     optimizer = torch.optim.AdamW(param_groups, weight_decay=settings.weight_decay)
     steps = max(1, settings.epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -67,9 +68,8 @@ def fit(
     )
     result, best_state = FitResult(), None
     for epoch in range(settings.epochs):
-        sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch * 101 + ctx.rank)
-        loss = _train_epoch(trained, loader, data, generator, optimizer, scheduler, settings, ctx, epoch)
+        batches.set_epoch(epoch)
+        loss = _train_epoch(trained, loader, data, optimizer, scheduler, settings, ctx, epoch)
         entry = {"epoch": float(epoch), "train_loss": loss}
         if validate is not None:
             entry["val_score"] = validate(task)
@@ -86,7 +86,9 @@ def fit(
     return result
 
 
-def _loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, DistributedSampler]:
+def training_loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, CropBatches]:
+    """Batches of ``settings.split`` (this rank's shard) as ``(rows, ecg windows)``; ``set_epoch`` the
+    :class:`CropBatches` before each epoch."""
     rows = data.splits[settings.split]
     # Explicit replicas/rank: the same sampler shards under DDP and shuffles in a single process.
     sampler = DistributedSampler(rows, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=settings.seed,
@@ -94,14 +96,18 @@ def _loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tup
     per_rank = len(rows) // ctx.world_size
     # A batch of one breaks batch norm; tiny cohorts shrink the batch rather than train on nothing.
     batch_size = max(2, min(settings.batch_size, per_rank))
-    return DataLoader(rows, batch_size=batch_size, sampler=sampler, drop_last=True), sampler
+    batches = CropBatches(rows, sampler, batch_size=batch_size, n_samples=data.ecg.n_samples,
+                          window_samples=data.window_samples, seed=settings.seed, rank=ctx.rank)  # fmt: skip
+    # batch_size=None: each CropBatches item is already a whole batch, read by one worker.
+    loader = DataLoader(TrainingWindows(data.ecg, data.window_samples), sampler=batches, batch_size=None,
+                        num_workers=settings.loader_workers, pin_memory=ctx.device.type == "cuda")  # fmt: skip
+    return loader, batches
 
 
 def _train_epoch(
     trained: nn.Module,
     loader: DataLoader,
     data: CohortTensors,
-    generator: torch.Generator,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     settings: FitSettings,
@@ -112,8 +118,8 @@ def _train_epoch(
     total, count = 0.0, 0
     bar = tqdm(loader, desc=f"{settings.desc} {epoch + 1}/{settings.epochs}", leave=False,
                disable=not (settings.progress and ctx.is_main))  # fmt: skip
-    for rows in bar:
-        batch = to_device(data.training_batch(rows, generator), ctx.device)
+    for rows, ecg_windows in bar:
+        batch = to_device(data.training_batch(rows, ecg_windows), ctx.device)
         loss = trained(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

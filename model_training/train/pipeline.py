@@ -179,7 +179,7 @@ def _score_ecg(
     scoring.to(device).eval()
     dx, labs = [], []
     for rows in data.splits[split].split(PREDICT_BATCH):
-        dx_prob, lab_prob, _ = scoring(data.ecg_mv[rows].to(device))
+        dx_prob, lab_prob, _ = scoring(data.ecg.records(rows).to(device))
         dx.append(dx_prob.cpu())
         labs.append(lab_prob.cpu())
     return torch.cat(dx).numpy(), torch.cat(labs).numpy()
@@ -252,7 +252,7 @@ def export_models(cohort: Cohort, data: CohortTensors, models: TrainedModels, me
         preprocess=preprocess,
         metrics=metrics,
         data_fingerprint=cohort.fingerprint,
-        example_input=data.ecg_mv[data.splits["test"][:EXAMPLE_STUDIES]],
+        example_input=data.ecg.records(data.splits["test"][:EXAMPLE_STUDIES]),
         explanations=read_explanations(explanations_path) if explanations_path.exists() else None,
         simulator_version=cohort.simulator_version,
     )

@@ -34,7 +34,7 @@ def window_probabilities(
     """
     outputs = []
     for chunk in rows.split(batch_size):
-        windows = split_windows(data.ecg_mv[chunk], data.window_samples)
+        windows = split_windows(data.ecg.records(chunk), data.window_samples)
         n_studies, n_windows = windows.shape[:2]
         batch = {
             "ecg": windows.reshape(n_studies * n_windows, *windows.shape[2:]),

@@ -80,7 +80,7 @@ class StageRunner:
         split = "train" if stage == "pretrain" else "train_labelled"
         return FitSettings(epochs=epochs, batch_size=config.batch_size, seed=self.seed(stage),
                            weight_decay=config.weight_decay, progress=config.progress, desc=stage,
-                           split=split)  # fmt: skip
+                           split=split, loader_workers=config.loader_workers)  # fmt: skip
 
     def validator(self, target: str) -> Callable[[nn.Module], float]:
         """Validation macro AUROC of ``target`` ("dx" or "lab") from a task's ``<target>_logits``."""

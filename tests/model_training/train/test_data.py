@@ -2,33 +2,44 @@
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 from integrations.ecg import eval_windows as numpy_eval_windows
 from model_training.scoring import split_windows
-from model_training.train.data import labelled_subset, random_crops
+from model_training.train.data import CropBatches, TrainingWindows, labelled_subset
+from model_training.train.ecg_store import EcgStore
 from model_training.train.predict import macro_auroc
 
 
+def _crops(ecg: np.ndarray, window_samples: int, seed: int) -> torch.Tensor:
+    """One epoch of single-process crops of every study, in study order."""
+    rows = torch.arange(len(ecg))
+    sampler = DistributedSampler(rows, num_replicas=1, rank=0, shuffle=False)
+    batches = CropBatches(rows, sampler, batch_size=len(ecg), n_samples=ecg.shape[2], window_samples=window_samples,
+                          seed=seed, rank=0)  # fmt: skip
+    windows = TrainingWindows(EcgStore.of(ecg), window_samples)
+    return torch.cat([windows[request][1] for request in batches])
+
+
 def test_a_random_crop_is_one_contiguous_window_at_the_same_start_on_every_lead():
-    ecg = torch.arange(3 * 12 * 1000, dtype=torch.float32).reshape(3, 12, 1000)
-    crops = random_crops(ecg, 250, torch.Generator().manual_seed(0))
+    ecg = np.arange(3 * 12 * 1000, dtype=np.float32).reshape(3, 12, 1000)
+    crops = _crops(ecg, 250, seed=0)
     assert crops.shape == (3, 12, 250)
     for study in range(3):
         start = int(crops[study, 0, 0] - ecg[study, 0, 0])
         assert 0 <= start <= 750
-        torch.testing.assert_close(crops[study], ecg[study, :, start : start + 250])
+        np.testing.assert_array_equal(crops[study].numpy(), ecg[study, :, start : start + 250])
 
 
 def test_random_crops_cover_every_start_including_the_last():
-    ecg = torch.arange(20, dtype=torch.float32).reshape(1, 1, 20).expand(400, 1, 20)
-    starts = random_crops(ecg, 16, torch.Generator().manual_seed(1))[:, 0, 0]
+    ecg = np.broadcast_to(np.arange(20, dtype=np.float32).reshape(1, 1, 20), (400, 1, 20))
+    starts = _crops(ecg, 16, seed=1)[:, 0, 0]
     assert set(starts.int().tolist()) == {0, 1, 2, 3, 4}
 
 
 def test_random_crops_are_reproducible_for_a_seed():
-    ecg = torch.randn(8, 12, 1000)
-    first = random_crops(ecg, 250, torch.Generator().manual_seed(5))
-    torch.testing.assert_close(first, random_crops(ecg, 250, torch.Generator().manual_seed(5)))
+    ecg = np.random.default_rng(0).normal(size=(8, 12, 1000)).astype(np.float32)
+    torch.testing.assert_close(_crops(ecg, 250, seed=5), _crops(ecg, 250, seed=5))
 
 
 def test_evaluation_windows_match_the_shared_numpy_function():

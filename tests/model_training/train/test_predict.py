@@ -20,5 +20,5 @@ def test_validation_probabilities_equal_the_scoring_modules(tiny_tensors):
     ours = window_probabilities(logits, tiny_tensors, rows, batch_size=7, device=torch.device("cpu"))
     scoring = EcgScoringModule(encoder, head, Head(8, 1), tiny_tensors.window_samples).eval()
     with torch.no_grad():
-        served, _, _ = scoring(tiny_tensors.ecg_mv[rows])
+        served, _, _ = scoring(tiny_tensors.ecg.records(rows))
     np.testing.assert_allclose(ours, served.numpy(), rtol=1e-5, atol=1e-6)
