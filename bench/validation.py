@@ -25,8 +25,8 @@ import numpy as np
 
 from agent.validation import ValidationRules, validate_record
 from integrations.ecg import MIMIC_FILE_LEAD_ORDER, MODEL_LEAD_ORDER, EcgRecord
-from model_training.data.ecg_synth import NoiseParams, synthesize_ecg
-from model_training.data.hospital import sample_patient
+from model_training.simulator.ecg_synth import NoiseParams, synthesize_ecg
+from model_training.simulator.hospital import sample_patient
 
 RATES_HZ = (500.0, 1000.0)
 DURATION_S = 10.0

@@ -19,10 +19,10 @@ from integrations.errors import InvalidEcgError, MissingLeadsError
 from integrations.fhir import ecg_to_observation, observation_to_ecg
 from integrations.fhir.ecg_mapping import LEAD_BY_MDC_CODE
 from integrations.wfdb_files import read_wfdb
-from model_training.data.ecg_synth import NoiseParams, synthesize_ecg
-from model_training.data.hospital import sample_patient
 from model_training.data.layout import DataLayout
-from model_training.data.simulate import simulate_hospital
+from model_training.simulator.ecg_synth import NoiseParams, synthesize_ecg
+from model_training.simulator.hospital import sample_patient
+from model_training.simulator.simulate import simulate_hospital
 
 RULES = ValidationRules(required_leads=MODEL_LEAD_ORDER, min_duration_s=2.5, min_fs_hz=100.0)
 
@@ -83,8 +83,8 @@ def test_a_real_clean_ecg_passes_with_no_notes_and_is_scored_as_received(real_ec
 @pytest.fixture(scope="module")
 def simulated_hospital(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim")
-    # Seed 10: 64 ECGs, among them one with a flat lead, one with a missing lead and three electrode pops.
-    simulate_hospital(root, n_patients=40, seed=10, workers=1, progress=False)
+    # Seed 12 (simulator 2.0.0): 51 ECGs, among them one with a flat lead and one with a missing lead.
+    simulate_hospital(root, n_patients=40, seed=12, workers=1, progress=False)
     return root
 
 
