@@ -1,4 +1,4 @@
-"""The dependency direction of DEVELOPERS.md, enforced by import-linter's contracts in pyproject.toml."""
+"""The dependency direction between the packages, enforced by the import-linter contracts in pyproject.toml."""
 
 import shutil
 import subprocess

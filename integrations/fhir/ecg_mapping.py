@@ -1,4 +1,4 @@
-"""R4 ECG Observation ⇄ :class:`~integrations.ecg.EcgRecord` (domain.md §5).
+"""R4 ECG Observation ⇄ :class:`~integrations.ecg.EcgRecord` (LOINC 11524-6, one SampledData per lead).
 
 One ``component`` per lead, coded with its MDC, LOINC or SNOMED CT lead code (:mod:`.ecg_leads`),
 holding a ``valueSampledData``; the value is ``origin + factor × data`` in the origin's unit, converted

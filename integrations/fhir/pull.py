@@ -1,4 +1,4 @@
-"""Incremental pull of ECG Observations (domain.md §5).
+"""Incremental pull of ECG Observations by `_lastUpdated`, with an overlap window and (id, versionId) dedupe.
 
 ``GET Observation?code=<ecg code>&_lastUpdated=gt<watermark - overlap>&_sort=_lastUpdated&_count=N``,
 then every ``next`` link as an opaque URL. The overlap re-reads the last moments before the watermark,

@@ -1,4 +1,4 @@
-"""Write model results back as R4 Observations (domain.md §5), idempotently.
+"""Write model results back as R4 Observations, idempotently.
 
 For one scored ECG: a Device for the model version, one Observation per diagnosis and one per
 predicted lab abnormality, sent as transaction Bundles. Every entry is a conditional create

@@ -1,6 +1,6 @@
 """ORU^R01 ECG messages → :class:`~integrations.ecg.EcgRecord`, in two stages.
 
-Layout we read (HL7 v2.4–2.8, IEEE 11073 MDC codes or vendors' plain names; see docs/domain.md §6):
+Layout we read (HL7 v2.4–2.8, IEEE 11073 MDC codes or vendors' plain names):
 
 * one ``NA`` OBX per lead, OBX-3 the MDC lead code (``131329^MDC_ECG_ELEC_POTL_I^MDC``) or a plain or
   local lead name (``I^Lead I^L``, ``LEAD_V1``; :mod:`.mdc`), OBX-5 the samples in counts; NA OBXs that
