@@ -202,6 +202,9 @@ def test_a_backfill_overlapping_a_nightly_run_of_the_same_records_duplicates_not
     assert AgentService(hospital.settings).run_once(progress=False).report.counts["scored"] == 0
 
 
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
 def _dies_after_its_first_batch_once(task: worker.PartitionTask) -> worker.PartitionResult:
     """The backfill's task, except that the first time (a marker file says) its worker process dies right
     after the partition's first batch is committed: mid-partition, before the partition is recorded done."""
@@ -224,6 +227,9 @@ def _dies_after_its_first_batch_once(task: worker.PartitionTask) -> worker.Parti
 def fragile_cluster_client(tmp_path, monkeypatch):
     """A cluster whose scheduler gives up on a task the first time a worker dies under it (the default retries)."""
     monkeypatch.setenv("BACKFILL_TEST_MARKER", str(tmp_path / "died-once"))
+    # Dask may still send this module's task by reference: the workers must be able to import it from the checkout.
+    # Spawned workers take the parent's sys.path, where pytest's importlib mode does not put the checkout.
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(None, workers=2) as client:
         yield client
 

@@ -113,11 +113,13 @@ def test_a_start_byte_and_a_few_bytes_then_silence_is_quarantined_under_the_conn
 def test_an_engine_idle_between_messages_is_disconnected_quietly_and_reconnects(start, recording, oru_bytes):
     """python-hl7's asyncio client keeps its connection; after the idle timeout the listener has closed it."""
     port = start(idle_timeout_s=IDLE_TIMEOUT_S)
+    # Built before connecting: encoding a 12-lead ORU can take longer than the idle timeout on a busy machine.
+    first, second = hl7.parse(oru_bytes("IDLE-1").decode()), oru_bytes("IDLE-2")
 
     async def send_then_idle() -> bytes:
         reader, writer = await open_hl7_connection(LOOPBACK, port, encoding="ascii")
         try:
-            writer.writemessage(hl7.parse(oru_bytes("IDLE-1").decode()))
+            writer.writemessage(first)
             await writer.drain()
             await asyncio.wait_for(reader.readmessage(), SOCKET_TIMEOUT_S)
             return await asyncio.wait_for(reader.read(), SOCKET_TIMEOUT_S)  # b"" at the listener's close
@@ -129,7 +131,7 @@ def test_an_engine_idle_between_messages_is_disconnected_quietly_and_reconnects(
     assert asyncio.run(send_then_idle()) == b""
     assert recording.quarantined == []  # an idle engine lost nothing: nothing to quarantine
     with MLLPClient(LOOPBACK, port) as client:
-        assert msa(client.send_message(oru_bytes("IDLE-2"))) == ("AA", "IDLE-2")
+        assert msa(client.send_message(second)) == ("AA", "IDLE-2")
 
 
 # --- too many connections ------------------------------------------------------------------------------------------
