@@ -29,6 +29,17 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def stage_config(config: TrainConfig, stage: str) -> dict[str, object]:
+    """The part of ``config`` that ``stage``'s weights depend on: two runs that agree on it train the same stage."""
+    everything = config.to_dict()
+    return {key: everything[key] for key in (*SHARED_KEYS, *STAGE_SECTIONS[stage])}
+
+
+def stored_stage_config(path: Path) -> dict[str, object]:
+    """What :func:`stage_config` was for the run that wrote the checkpoint ``path``."""
+    return torch.load(path, map_location="cpu", weights_only=True)["config"]
+
+
 def checkpoint_path(checkpoint_dir: Path, stage: str) -> Path:
     return checkpoint_dir / f"{stage}.pt"
 
@@ -41,7 +52,7 @@ def save_stage(path: Path, modules: dict[str, nn.Module], result: FitResult, con
         "best_epoch": result.best_epoch,
         "best_score": result.best_score,
         "history": result.history,
-        "config": _stage_config(config, path.stem),
+        "config": stage_config(config, path.stem),
     }
     partial = path.with_suffix(".pt.partial")
     torch.save(payload, partial)
@@ -51,13 +62,8 @@ def save_stage(path: Path, modules: dict[str, nn.Module], result: FitResult, con
 def load_stage(path: Path, modules: dict[str, nn.Module], config: TrainConfig | None) -> FitResult:
     """Load ``modules`` in place from ``path``; with ``config``, refuse one trained under other settings."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if config is not None and payload["config"] != _stage_config(config, path.stem):
+    if config is not None and payload["config"] != stage_config(config, path.stem):
         raise ConfigError(f"{path}: trained with a different configuration; use a new --out or drop --resume")
     for name, module in modules.items():
         module.load_state_dict(payload["modules"][name])
     return FitResult(payload["best_epoch"], payload["best_score"], payload["history"])
-
-
-def _stage_config(config: TrainConfig, stage: str) -> dict[str, object]:
-    everything = config.to_dict()
-    return {key: everything[key] for key in (*SHARED_KEYS, *STAGE_SECTIONS[stage])}
