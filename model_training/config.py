@@ -56,6 +56,7 @@ class PretrainConfig:
     lr: float = 3e-3
     temperature_init: float = 0.07
     regression_weight: float = 0.0  # > 0: the ECG embedding also regresses the measured clinical features
+    batch_size: int = 0  # 0: the run's batch_size; more: more negatives per step for the contrastive loss
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,10 @@ class TrainConfig:
             raise ConfigError(f"loader_workers: must be 0 or more, got {self.loader_workers}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be at least 2 (batch statistics), got {self.batch_size}")
+        if self.pretrain.batch_size < 0 or self.pretrain.batch_size == 1:
+            raise ConfigError(
+                f"pretrain.batch_size: must be 0 (the run's) or at least 2, got {self.pretrain.batch_size}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return _plain(dataclasses.asdict(self))

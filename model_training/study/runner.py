@@ -11,7 +11,7 @@ rename): only then is the cell complete, and a rerun skips it.
 
 Stages are not trained twice for the same data and settings: before a cell runs, every stage
 checkpoint another cell of the same seed holds whose recorded settings equal this cell's (the very
-check ``--resume`` applies, :func:`model_training.train.checkpoints.stage_config`) is copied in. So
+check ``--resume`` applies, :func:`model_training.train.checkpoints.same_stage_settings`) is copied in. So
 the two baselines are trained once per (arm, seed), whatever the number of variants that leave
 ``baselines``, ``model``, ``batch_size`` and ``weight_decay`` alone, and pre-training once per
 (seed, pre-training settings), shared by every arm: it never sees labels.
@@ -37,7 +37,7 @@ from model_training.simulator.simulate import COMPLETION_MARKER, simulate_hospit
 from model_training.study.analysis import CellResult, cell_result, code_visibility
 from model_training.study.grid import Cell, StudyGrid, save_grid
 from model_training.study.report import StudyReport
-from model_training.train.checkpoints import STAGE_SECTIONS, checkpoint_path, stage_config, stored_stage_config
+from model_training.train.checkpoints import STAGE_SECTIONS, checkpoint_path, same_stage_settings, stored_stage_config
 from model_training.train.pipeline import CHECKPOINT_DIR, run_pipeline
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,9 @@ def adopt_checkpoints(folder: Path, config: TrainConfig, donors: list[Path]) -> 
         target = checkpoint_path(folder / CHECKPOINT_DIR, stage)
         if target.exists():
             continue
-        wanted = stage_config(config, stage)
         for donor in donors:
             source = checkpoint_path(donor / CHECKPOINT_DIR, stage)
-            if source.exists() and stored_stage_config(source) == wanted:
+            if source.exists() and same_stage_settings(stored_stage_config(source), config, stage):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 partial = target.with_suffix(".pt.partial")
                 shutil.copyfile(source, partial)

@@ -40,6 +40,23 @@ def stored_stage_config(path: Path) -> dict[str, object]:
     return torch.load(path, map_location="cpu", weights_only=True)["config"]
 
 
+def same_stage_settings(stored: dict[str, object], config: TrainConfig, stage: str) -> bool:
+    """Whether a checkpoint whose recorded settings are ``stored`` is what ``config`` would train for ``stage``.
+
+    A setting added after the checkpoint was written is taken at its default, which is what that run trained with
+    (every new option defaults to the former behaviour), so older run folders still resume and evaluate.
+    """
+    return _with_defaults(stored, stage_config(TrainConfig(), stage)) == stage_config(config, stage)
+
+
+def _with_defaults(stored: object, defaults: object) -> object:
+    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
+        return stored
+    merged = dict(defaults)
+    merged.update({key: _with_defaults(value, defaults.get(key)) for key, value in stored.items()})
+    return merged
+
+
 def checkpoint_path(checkpoint_dir: Path, stage: str) -> Path:
     return checkpoint_dir / f"{stage}.pt"
 
@@ -62,7 +79,7 @@ def save_stage(path: Path, modules: dict[str, nn.Module], result: FitResult, con
 def load_stage(path: Path, modules: dict[str, nn.Module], config: TrainConfig | None) -> FitResult:
     """Load ``modules`` in place from ``path``; with ``config``, refuse one trained under other settings."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if config is not None and payload["config"] != stage_config(config, path.stem):
+    if config is not None and not same_stage_settings(payload["config"], config, path.stem):
         raise ConfigError(f"{path}: trained with a different configuration; use a new --out or drop --resume")
     for name, module in modules.items():
         module.load_state_dict(payload["modules"][name])

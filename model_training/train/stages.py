@@ -75,10 +75,14 @@ class StageRunner:
         return result
 
     def settings(self, stage: str, epochs: int) -> FitSettings:
-        """Pre-training sees every training study; the labelled stages only ``train_labelled``."""
+        """Pre-training sees every training study (in batches of ``pretrain.batch_size`` when set: the contrastive
+        loss draws its negatives from the batch); the labelled stages only ``train_labelled``."""
         config = self.config
         split = "train" if stage == "pretrain" else "train_labelled"
-        return FitSettings(epochs=epochs, batch_size=config.batch_size, seed=self.seed(stage),
+        batch_size = (
+            config.pretrain.batch_size if stage == "pretrain" and config.pretrain.batch_size else config.batch_size
+        )
+        return FitSettings(epochs=epochs, batch_size=batch_size, seed=self.seed(stage),
                            weight_decay=config.weight_decay, progress=config.progress, desc=stage,
                            split=split, loader_workers=config.loader_workers)  # fmt: skip
 
