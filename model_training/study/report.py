@@ -8,7 +8,15 @@ import math
 from pathlib import Path
 
 from model_training.evaluate import MODEL_NAMES
-from model_training.study.analysis import GROUPS, ArmSummary, CellResult, GoalCheck, check_goals, summarize_study
+from model_training.study.analysis import (
+    GROUPS,
+    ArmSummary,
+    CellResult,
+    GoalCheck,
+    Summary,
+    check_goals,
+    summarize_study,
+)
 from model_training.study.grid import StudyGrid
 
 STUDY_FILE = "study.json"
@@ -86,7 +94,7 @@ def _main_table(summaries: list[ArmSummary]) -> list[str]:
         d = s.delta
         lines.append(f"| {s.arm} | {s.config} | {len(s.seeds)} | " + " | ".join(_ms(s.macro[m]) for m in MODEL_NAMES)
                      + f" | {_ci(d.mean_delta, d.ci_low, d.ci_high)} | {_p(d.p_t)} | {_p(d.p_wilcoxon)} "
-                     f"| {d.n_positive}/{d.n} | {_ms(s.gap_closed)} | {_ms(s.lab_macro)} |")  # fmt: skip
+                     f"| {d.n_positive}/{d.n} | {_ms(s.gap_closed, len(s.seeds))} | {_ms(s.lab_macro)} |")  # fmt: skip
     return lines
 
 
@@ -118,10 +126,12 @@ def _num(value: float | None, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _ms(summary) -> str:
+def _ms(summary: Summary, n_seeds: int | None = None) -> str:
+    """``mean ± sd``; with ``n_seeds``, says over how many seeds when the figure is undefined in some."""
     if summary.n == 0:
         return "n/a"
-    return _num(summary.mean) if summary.n == 1 else f"{_num(summary.mean)} ± {_num(summary.sd)}"
+    text = _num(summary.mean) if summary.n == 1 else f"{_num(summary.mean)} ± {_num(summary.sd)}"
+    return text if n_seeds is None or summary.n == n_seeds else f"{text} (n={summary.n})"
 
 
 def _ci(mean: float, low: float, high: float) -> str:

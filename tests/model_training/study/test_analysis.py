@@ -131,3 +131,12 @@ def test_the_report_is_json_without_nan_and_a_markdown_table(tmp_path):
     text = markdown(report)
     assert "| full | ours | 3 | 0.700 ± 0.000 | 0.740 ± 0.010 |" in text
     assert "| delta > 0 in every seed | 3 of 3 seeds | 3 | yes |" in text
+
+
+def test_a_gap_closed_undefined_in_some_seeds_says_over_how_many(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 0\n")
+    raw = {"base_config": "base.yaml", "patients": 100, "seeds": [0, 1],
+           "arms": [{"name": "full", "label_fraction": 1.0}], "configs": {"ours": {}}}  # fmt: skip
+    results = [*cells([0.04]), cells([0.0, 0.02], multimodal=0.69)[1]]  # seed 1: multimodal below ECG-only
+    text = markdown(StudyReport.of(grid_from_dict(raw, tmp_path), results, n_cells_expected=2))
+    assert "| 0.400 (n=1) |" in text
