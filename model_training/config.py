@@ -181,6 +181,17 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
 
+def with_defaults(stored: object, defaults: object) -> object:
+    """``stored`` (a configuration dict, or part of one, recorded by an earlier run) with every key it lacks taken
+    from ``defaults``: a setting added since was at its default there, since every new option defaults to the former
+    behaviour. Lets older run folders be compared with the configuration of today."""
+    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
+        return stored
+    merged = dict(defaults)
+    merged.update({key: with_defaults(value, defaults.get(key)) for key, value in stored.items()})
+    return merged
+
+
 def _check_pretrain(pretrain: PretrainConfig) -> None:
     augment = pretrain.augment
     for f in dataclasses.fields(augment):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model_training.config import TrainConfig
+from model_training.config import TrainConfig, with_defaults
 from model_training.errors import ConfigError
 from model_training.evaluate import METRICS_FILE
 from model_training.simulator.physiology import documented_visibility
@@ -107,7 +107,7 @@ def is_complete(folder: Path, config: TrainConfig) -> bool:
     marker = folder / CELL_FILE
     if not marker.exists():
         return False
-    if json.loads(marker.read_text())["settings"] != _comparable(config):
+    if with_defaults(json.loads(marker.read_text())["settings"], _comparable(TrainConfig())) != _comparable(config):
         raise ConfigError(f"{folder}: finished with other settings than the grid now gives it; use a new --out")
     return True
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model_training.config import TrainConfig
+from model_training.config import TrainConfig, with_defaults
 from model_training.errors import ConfigError
 from model_training.train.loop import FitResult
 
@@ -43,18 +43,10 @@ def stored_stage_config(path: Path) -> dict[str, object]:
 def same_stage_settings(stored: dict[str, object], config: TrainConfig, stage: str) -> bool:
     """Whether a checkpoint whose recorded settings are ``stored`` is what ``config`` would train for ``stage``.
 
-    A setting added after the checkpoint was written is taken at its default, which is what that run trained with
-    (every new option defaults to the former behaviour), so older run folders still resume and evaluate.
+    A setting added after the checkpoint was written is taken at its default (:func:`with_defaults`), so older run
+    folders still resume and evaluate.
     """
-    return _with_defaults(stored, stage_config(TrainConfig(), stage)) == stage_config(config, stage)
-
-
-def _with_defaults(stored: object, defaults: object) -> object:
-    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
-        return stored
-    merged = dict(defaults)
-    merged.update({key: _with_defaults(value, defaults.get(key)) for key, value in stored.items()})
-    return merged
+    return with_defaults(stored, stage_config(TrainConfig(), stage)) == stage_config(config, stage)
 
 
 def checkpoint_path(checkpoint_dir: Path, stage: str) -> Path:

@@ -133,3 +133,15 @@ def test_the_report_of_a_partial_study_counts_what_is_missing(pipeline, tmp_path
     assert study["primary_endpoint"]["result"]["n"] == 2
     assert study["primary_endpoint"]["result"]["mean_delta"] == pytest.approx(0.025)
     assert figure_path.stat().st_size > 10_000
+
+
+def test_a_cell_finished_before_a_setting_existed_stays_complete(pipeline, tmp_path):
+    grid, out = load_grid(TINY_GRID), tmp_path / "out"
+    run_study(grid, tmp_path / "data", out, max_cells=1, progress=False)
+    marker_path = out / "cells/full/ours/seed-1" / CELL_FILE
+    marker = json.loads(marker_path.read_text())
+    del marker["settings"]["pretrain"]["mask_ratio"]  # as an older version of the code wrote it
+    marker_path.write_text(json.dumps(marker))
+    assert [c.name for c in run_study(grid, tmp_path / "data", out, max_cells=1, progress=False).trained] == [
+        "full/ours/seed-2"
+    ]
