@@ -13,6 +13,7 @@ STUDY = CONFIG_DIR / "study.yaml"
 def test_the_shipped_grid_is_the_pre_registered_design():
     grid = load_grid(STUDY)
     assert grid.patients == 10_000 and len(grid.seeds) == 5
+    assert 0 not in grid.seeds, "seed 0 drew the calibration cohort; the study must not reuse its patients"
     arms = {arm.name: arm for arm in grid.arms}
     assert arms["full"].label_fraction == 1.0 and arms["full"].seeds == grid.seeds
     assert arms["labels-10pct"].label_fraction == 0.1 and arms["labels-10pct"].seeds == grid.seeds[:3]
@@ -44,8 +45,8 @@ def test_cells_run_arm_by_arm_then_variant_then_seed():
     grid = load_grid(STUDY)
     cells = grid.cells(("ours", "lab-regression"))
     assert [(c.arm, c.config, c.seed) for c in cells[:6]] == [
-        ("full", "ours", s) for s in range(5)] + [("full", "lab-regression", 0)]  # fmt: skip
-    assert cells[-1] == Cell("labels-10pct", "lab-regression", 2, 0.1)
+        ("full", "ours", s) for s in grid.seeds] + [("full", "lab-regression", grid.seeds[0])]  # fmt: skip
+    assert cells[-1] == Cell("labels-10pct", "lab-regression", grid.seeds[2], 0.1)
     with pytest.raises(ConfigError, match="unknown config"):
         grid.cells(("nope",))
 
