@@ -25,14 +25,13 @@ records: what the agent itself costs beyond preprocessing and scoring.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
-import pstats
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -142,34 +141,54 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def _profiled(path: Path | None) -> Iterator[None]:
-    """cProfile this thread and every thread started in the block, each on its own CPU clock; pstats to ``path``.
+#: Where a sampled stack's time goes: the first cost centre with a frame in the stack wins (names as py-spy
+#: prints them: ``function`` or ``Class.method``).
+COST_CENTRES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("model: shared preprocessing + TorchScript", ("score_records",)),
+    ("model load: artifact re-hash + TorchScript load", ("ModelLoader.load_for_run",)),
+    ("FHIR pull: SampledData decode + mapping", ("observation_to_ecg",)),
+    ("FHIR pull: HTTP + JSON of the pages", ("FhirClient.search_pages",)),
+    ("signal plausibility", ("validate_record",)),
+    ("SQL: study rows", ("_store_studies",)),
+    ("SQL: results (prediction sets, payloads, outbox rows, status)", ("_commit_results",)),
+    ("write-back: earlier versions of the ECG (SQL)", ("study_versions",)),
+    ("write-back: charted findings + bundle build", ("charted_findings", "_build")),
+    ("write-back: HTTP transaction", ("FhirClient.transaction",)),
+    ("write-back: outbox claims and marks (SQL)", ("Store.claim_outbox", "Store.mark_outbox_sent_many", "Deliveries._record_failure")),
+)
 
-    The write-backs run on worker threads, which a plain cProfile of the caller would miss.
-    """
+
+@contextmanager
+def _sampled(path: Path | None, rate_hz: int) -> Iterator[None]:
+    """py-spy samples this process (every Python thread, only while running) in the block; raw stacks to ``path``."""
     if path is None:
         yield
         return
-    profiles = [cProfile.Profile(time.thread_time)]
-    thread_run = threading.Thread.run
-
-    def profiled_run(thread: threading.Thread) -> None:
-        profile = cProfile.Profile(time.thread_time)
-        profiles.append(profile)
-        profile.runcall(thread_run, thread)
-
-    threading.Thread.run = profiled_run  # type: ignore[method-assign]
-    profiles[0].enable()
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(os.getpid()), "--rate", str(rate_hz), "--format", "raw",
+               "--output", str(path), "--gil"]  # fmt: skip
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # attached
     try:
         yield
     finally:
-        profiles[0].disable()
-        threading.Thread.run = thread_run  # type: ignore[method-assign]
-        stats = pstats.Stats(profiles[0])
-        for profile in profiles[1:]:
-            stats.add(profile)
-        stats.dump_stats(path)
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        _, errors = sampler.communicate(timeout=60)
+        if sampler.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')[-500:]}")
+
+
+def _cost_centres(path: Path, rate_hz: int, ecgs: int) -> dict[str, float]:
+    """Sampled thread time per cost centre, in ms per ECG, largest first."""
+    samples: dict[str, int] = dict.fromkeys([name for name, _ in COST_CENTRES] + ["other"], 0)
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        functions = {frame.split(" (", 1)[0] for frame in stack.split(";")}
+        centre = next((name for name, marks in COST_CENTRES if functions.intersection(marks)), "other")
+        samples[centre] += int(count)
+    ms_per_sample = 1000 / rate_hz
+    by_centre = {name: round(n * ms_per_sample / ecgs, 2) for name, n in samples.items()}
+    return dict(sorted(by_centre.items(), key=lambda item: -item[1]))
 
 
 def _ms_per_ecg(seconds: float, ecgs: int) -> float:
@@ -184,10 +203,25 @@ def main() -> None:
     parser.add_argument("--ecgs", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-in-flight", type=int, default=4, help="studies written back at once")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="write a cProfile of run-once (every thread, CPU time) to this pstats file; "
-                             "the figures then include the profiler's overhead")  # fmt: skip
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        dest="py_spy",
+        help="sample run-once with py-spy (the [dev] extra) into this raw-stacks file and add "
+        "`profile_ms_per_ecg`, the sampled thread time per cost centre, to the JSON",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch's intra-op threads in both measurements (default: torch's own choice); 1 keeps "
+        "idle OpenMP workers from spinning on a shared machine, which steadies the CPU figures",
+    )
+    parser.add_argument("--py-spy-rate", type=int, default=250, help="samples per second")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     records = _records(args.data, args.ecgs)
     fresh_dir = tempfile.TemporaryDirectory()
     artifact_dir = args.artifact if args.artifact.exists() else _fresh_artifact(Path(fresh_dir.name))
@@ -215,7 +249,7 @@ def main() -> None:
         server = _server_pid()
         server_started_cpu_s = _cpu_s(server)
         started, started_cpu_s = time.perf_counter(), time.process_time()
-        with _profiled(args.profile):
+        with _sampled(args.py_spy, args.py_spy_rate):
             outcome = service.run_once(progress=False)
         end_to_end_s, agent_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu_s
         server_cpu_s = _cpu_s(server) - server_started_cpu_s
@@ -227,12 +261,14 @@ def main() -> None:
     model_only = args.ecgs / model_only_s
     counts = dict(outcome.report.counts) if outcome.report else {}
     model_cpu_ms, agent_cpu_ms = _ms_per_ecg(model_only_cpu_s, args.ecgs), _ms_per_ecg(agent_cpu_s, args.ecgs)
+    profile = {"profile_ms_per_ecg": _cost_centres(args.py_spy, args.py_spy_rate, args.ecgs)} if args.py_spy else {}
     print(json.dumps({
         "benchmark": "e2e",
         "model": f"{artifact.manifest.model_name} {artifact.manifest.model_version}",
         "ecgs": args.ecgs,
         "cores": cores,
         "max_in_flight": args.max_in_flight,
+        "torch_threads": torch.get_num_threads(),
         "model_only": {"seconds": model_only_s, "ecg_per_s": model_only,
                        "cpu_ms_per_ecg": model_cpu_ms},
         "end_to_end": {"seconds": end_to_end_s, "ecg_per_s": args.ecgs / end_to_end_s, "counts": counts,
@@ -246,6 +282,7 @@ def main() -> None:
         "agent_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "fhir_server_peak_rss_mb": server_rss_mb,
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
+        **profile,
     }, indent=2))  # fmt: skip
 
 
