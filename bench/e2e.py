@@ -154,7 +154,10 @@ COST_CENTRES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("write-back: earlier versions of the ECG (SQL)", ("study_versions",)),
     ("write-back: charted findings + bundle build", ("charted_findings", "_build")),
     ("write-back: HTTP transaction", ("FhirClient.transaction",)),
-    ("write-back: outbox claims and marks (SQL)", ("Store.claim_outbox", "Store.mark_outbox_sent_many", "Deliveries._record_failure")),
+    (
+        "write-back: outbox claims and marks (SQL)",
+        ("Store.claim_outbox", "Store.mark_outbox_sent_many", "Deliveries._record_failure"),
+    ),
 )
 
 
