@@ -39,7 +39,7 @@ SEVERITY_LOG_SD = 0.35
 #: diagnoses, problem lists copied forward, billing errors. Validation studies of ICD-coded diagnoses against
 #: chart review typically find positive predictive values of 85-95 % (e.g. Quan et al., Med Care 2008;
 #: McCormick et al., J Clin Epidemiol 2015); these codes carry no physiology in either modality.
-CODING_FALSE_POSITIVE_SHARE = 0.10
+CODING_FALSE_POSITIVE_SHARE = 0.13
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,7 +341,7 @@ CONDITIONS: tuple[Condition, ...] = (
         lab_shifts_sd={"ntprobnp": 3.2, "sodium": -0.6, "creatinine": 0.6, "urea_nitrogen": 0.6,
                        "troponin_t": 0.8},
         vital_shifts={"resp_rate": 3.0, "o2_saturation": -2.0},
-        ecg=EcgEffects(hr_bpm=4.0, qrs_amp_log=-0.08, lvh=0.12, qrs_ms=4.0), chronic=True,
+        ecg=EcgEffects(hr_bpm=3.0, qrs_amp_log=-0.08, lvh=0.08, qrs_ms=4.0), chronic=True,
         orders_panels=("troponin",),
     ),
     Condition(
@@ -429,7 +429,7 @@ CONDITIONS: tuple[Condition, ...] = (
         age_log_or_per_decade=0.35, comorbid_log_or={"copd": 1.1, "smoker": 0.4},
         lab_shifts_sd={"wbc": 1.8, "crp": 2.5, "lactate": 0.8},
         vital_shifts={"temperature": 1.5, "resp_rate": 5.0, "o2_saturation": -4.0},
-        ecg=EcgEffects(hr_bpm=6.0), orders_panels=("crp", "lactate"),
+        ecg=EcgEffects(hr_bpm=8.0), orders_panels=("crp", "lactate"),
     ),
     Condition(
         "uti", _single("N390"), 0.06, _V.PARTIAL,
@@ -492,13 +492,19 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "hypocalcemia", _single("E8351"), 0.01, _V.PARTIAL,
-        "Calcium low; a long ST segment and QT follow from the value.",
-        comorbid_log_or={"ckd": 1.2, "sepsis": 0.8}, lab_shifts_sd={"calcium": -3.3}, coding_sensitivity=0.5,
+        "Calcium low; a long ST segment and QT follow from the value. In the ED it is mostly secondary to acute "
+        "illness (sepsis, pancreatitis, renal failure, low magnesium) in older patients, with the faster rate of "
+        "that illness.",
+        age_log_or_per_decade=0.3, comorbid_log_or={"ckd": 1.2, "sepsis": 0.8}, lab_shifts_sd={"calcium": -3.3},
+        ecg=EcgEffects(hr_bpm=6.0), coding_sensitivity=0.5,
     ),
     Condition(
         "hypercalcemia", _single("E8352"), 0.006, _V.PARTIAL,
-        "Calcium high; a short QT follows from the value.",
-        age_log_or_per_decade=0.3, lab_shifts_sd={"calcium": 3.1}, coding_sensitivity=0.6,
+        "Calcium high; a short QT follows from the value. Inpatient hypercalcemia is mostly of malignancy or "
+        "primary hyperparathyroidism (older, women two to three times as often, renal disease), with the "
+        "volume depletion of its polyuria raising the rate.",
+        age_log_or_per_decade=0.4, female_log_or=0.8, comorbid_log_or={"ckd": 0.8},
+        lab_shifts_sd={"calcium": 3.1}, ecg=EcgEffects(hr_bpm=6.0), coding_sensitivity=0.6,
     ),
     Condition(
         "hypomagnesemia", _single("E8342"), 0.02, _V.PARTIAL,
