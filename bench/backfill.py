@@ -27,51 +27,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from demo_artifact import VERSION, fresh_demo_artifact
 
 from agent.backfill.archive import ArchiveRoots
 from agent.backfill.client import BackfillPlan, dask_client, run_backfill
 from agent.registry import ModelRegistry
 from agent.service import AgentService
 from agent.settings import AgentSettings, load_settings
-from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, PreprocessConfig
+from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.store import Store
 from integrations.wfdb_files import write_wfdb
-from model_training.config import DEFAULT_CONFIG, load_config
-from model_training.data.labels import LabTarget
-from model_training.evaluate import Estimate, OperatingThresholds
-from model_training.export import export_artifact
-from model_training.release import OperatingPoint, ReleaseTable, release_entry, release_rule
-from model_training.scoring import EcgScoringModule
-from model_training.train.builders import ecg_encoder, head
-
-DX_CODES = ("I48", "E875", "I509", "N183")
-LAB_TARGETS = (LabTarget("potassium", "high", 5.1), LabTarget("hemoglobin", "low", 12.0))
-
-
-def _fresh_artifact(out_dir: Path) -> Path:
-    """The demo config's encoder and heads, untrained, exported as version bench-1.0.0."""
-    config = load_config(DEFAULT_CONFIG)
-    preprocess = PreprocessConfig()
-    module = EcgScoringModule(
-        ecg_encoder(config.model, seed=0), head(config.model, len(DX_CODES), seed=1),
-        head(config.model, len(LAB_TARGETS), seed=2), window_samples=preprocess.window_samples,
-    ).eval()  # fmt: skip
-    rule = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
-    entry = release_entry(Estimate(0.92, 0.86, 0.97), OperatingPoint(0.7, 0.9, 0.42, 0.1, 20, 200), rule)
-    no_value = {"value": None}
-    metrics = {
-        "diagnosis": {"macro_auroc": {"ours": no_value}, "delta_ours_minus_ecg_only": no_value, "gap_closed": no_value},
-        "labs": {"macro_auroc": {"ours": no_value}},
-    }
-    return export_artifact(
-        module, out_dir=out_dir, model_name="bench-demo-size", model_version="bench-1.0.0", dx_labels=DX_CODES,
-        lab_targets=LAB_TARGETS,
-        thresholds=OperatingThresholds("bench", dict.fromkeys(DX_CODES, 0.5), {t.name: 0.5 for t in LAB_TARGETS}),
-        release=ReleaseTable(rule, dict.fromkeys(DX_CODES, entry), {t.name: entry for t in LAB_TARGETS}),
-        preprocess=preprocess, metrics=metrics, data_fingerprint="bench",
-        example_input=torch.zeros(1, 12, 2 * preprocess.window_samples),
-    )  # fmt: skip
 
 
 def _write_archive(root: Path, n: int) -> Path:
@@ -103,7 +68,7 @@ def _hospital(work: Path, name: str, archive: Path, artifact: Path, batch_size: 
     store.upgrade()
     registry = ModelRegistry(store, settings.registry_dir, actor="bench")
     registry.register(artifact)
-    registry.promote("bench-1.0.0", reason="bench")
+    registry.promote(VERSION, reason="bench")
     store.dispose()
     return config, settings
 
@@ -143,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     try:
-        artifact = args.artifact or _fresh_artifact(work / "artifact")
+        artifact = args.artifact or fresh_demo_artifact(work / "artifact")
         archive = _write_archive(work / "archive", args.ecgs)
         results: dict[str, object] = {
             "ecgs": args.ecgs, "batch_size": args.batch_size, "files_per_partition": args.files_per_partition,
