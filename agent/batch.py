@@ -5,7 +5,8 @@ The steps, in order (the README's diagram)::
     sources ─► store the study ─► validate (plausibility) ─► preprocess + score (active, shadows)
                │                   │
                └─► quarantine ◄────┘  one row per (item, reason); a re-read only counts it
-    ─► one transaction per batch: predictions, explanations, outbox rows, study status
+    ─► one transaction per batch: a row of predictions (with explanations) per study and model, outbox rows,
+       study status, each a single statement for the whole batch
     ─► source.done(batch)  (watermark / inbox status advance only after that commit)
     ─► the batch's outbox rows go to the sinks while the next batch is collected (agent.delivery)
     ─► once every source is read (or the deadline passed): the rest of the outbox, then the run row
@@ -49,9 +50,9 @@ from integrations.errors import IntegrationError, InvalidEcgError
 from integrations.hl7.patient import PatientIdentifier
 from integrations.store import (
     EcgStudy,
-    Explanation,
+    LabLink,
     OutboxMessage,
-    Prediction,
+    PredictionSet,
     QuarantineEntry,
     RunStatus,
     Store,
@@ -59,7 +60,7 @@ from integrations.store import (
     StoreError,
     StoreUnavailableError,
     StudyStatus,
-    TargetKind,
+    TargetScores,
 )
 from model_training.artifact import ArtifactError
 
@@ -322,10 +323,9 @@ def process_batch(
 
 
 def _store_studies(store: Store, items: list[PulledEcg], report: Tally) -> list[tuple[PulledEcg, StoredStudy]]:
-    """The study row of each item, in one commit; a row the store refuses quarantines its item alone."""
+    """The study row of each item, in one statement; a row the store refuses quarantines its item alone."""
     try:
-        with store.transaction() as unit:  # one commit for the batch's study rows, not one per study
-            return [(item, unit.upsert_study(item.study)) for item in items]
+        return list(zip(items, store.upsert_studies([item.study for item in items]), strict=True))
     except StoreUnavailableError:
         raise
     except StoreError:
@@ -424,6 +424,16 @@ def _score_shadow(
     return {study.id: result for study, result in zip(studies, results, strict=True)}
 
 
+@dataclass(frozen=True, slots=True)
+class _StudyResults:
+    """What one scored study writes: its prediction sets (active and shadows), outbox rows and signal notes."""
+
+    study_id: int
+    prediction_sets: list[PredictionSet]
+    outbox: list[OutboxMessage]
+    signal_notes: tuple[str, ...]
+
+
 def _commit_results(
     store: Store,
     scored: list[tuple[StoredStudy, ScoredEcg]],
@@ -434,11 +444,13 @@ def _commit_results(
     report: Tally,
 ) -> None:
     """The batch's results, outbox rows and statuses in one commit; if the store refuses it, study by study."""
+    results = [
+        _study_results(admitted[study.id], result, [shadow.get(study.id) for shadow in shadow_scores], routes, active)
+        for study, result in scored
+    ]
     try:
         with store.transaction() as unit:
-            for study, result in scored:
-                _write_study(unit, admitted[study.id], result, [shadow.get(study.id) for shadow in shadow_scores],
-                             routes, active)  # fmt: skip
+            _write_results(unit, results)
         report.counts["scored"] += len(scored)
         report.counts["shadow_scored"] += sum(len(shadow) for shadow in shadow_scores)
         return
@@ -446,39 +458,45 @@ def _commit_results(
         raise
     except StoreError:
         log.warning("storing the results of %d studies failed; storing them one by one", len(scored))
-    for study, result in scored:
-        shadows = [shadow.get(study.id) for shadow in shadow_scores]
+    for (study, _), written in zip(scored, results, strict=True):
         try:
             with store.transaction() as unit:
-                _write_study(unit, admitted[study.id], result, shadows, routes, active)
+                _write_results(unit, [written])
         except StoreUnavailableError:
             raise
         except StoreError as exc:  # the per-record boundary: a constraint on this study's result rows
             _refuse(store, study, f"store-refused: {exc}", report, outcome="failed")
             continue
         report.counts["scored"] += 1
-        report.counts["shadow_scored"] += sum(shadow is not None for shadow in shadows)
+        report.counts["shadow_scored"] += len(written.prediction_sets) - 1
 
 
-def _write_study(
-    unit: Store,
+def _study_results(
     entry: _Admitted,
     result: ScoredEcg,
     shadows: list[ScoredEcg | None],
     routes: Sequence[OutboxRoute],
     active: LoadedModel,
-) -> None:
-    study, notes = entry.study, entry.assessment.notes
+) -> _StudyResults:
+    study = entry.study
     results = [result, *(shadow for shadow in shadows if shadow is not None)]
-    unit.put_predictions([p for r in results for p in _predictions(study.id, r)])
-    unit.put_explanations(_explanations(study.id, result))
-    if notes:
-        unit.set_signal_notes(study.id, notes)
     payload = _payload(entry, result, active)
-    for route in routes:
-        if route.accepts(study):
-            unit.enqueue_outbox(_outbox_message(route.destination, payload))
-    unit.set_study_status(study.id, StudyStatus.SCORED)
+    return _StudyResults(
+        study_id=study.id,
+        prediction_sets=[_prediction_set(study.id, r) for r in results],
+        outbox=[_outbox_message(route.destination, payload) for route in routes if route.accepts(study)],
+        signal_notes=entry.assessment.notes,
+    )
+
+
+def _write_results(unit: Store, results: Sequence[_StudyResults]) -> None:
+    """Every row of ``results`` in a few statements: prediction sets, outbox rows, then the studies' status."""
+    unit.put_prediction_sets([s for written in results for s in written.prediction_sets])
+    for written in results:
+        if written.signal_notes:
+            unit.set_signal_notes(written.study_id, written.signal_notes)
+    unit.enqueue_outbox_many([message for written in results for message in written.outbox])
+    unit.set_studies_status([written.study_id for written in results], StudyStatus.SCORED)
 
 
 def _refuse(store: Store, study: StoredStudy, reason: str, report: Tally, *, outcome: str = "quarantined") -> None:
@@ -514,18 +532,23 @@ def _count_quarantine(store: Store, entry: QuarantineEntry, report: Tally, *, ou
         report.counts["already_quarantined"] += 1
 
 
-def _predictions(study_id: int, result: ScoredEcg) -> list[Prediction]:
-    return [
-        Prediction(study_id, result.model_version, TargetKind(f.kind), f.code, f.probability, f.positive)
-        for f in result.findings
-    ]
+def _prediction_set(study_id: int, result: ScoredEcg) -> PredictionSet:
+    return PredictionSet(
+        study_id=study_id,
+        model_version=result.model_version,
+        diagnoses=_target_scores(result, "diagnosis"),
+        labs=_target_scores(result, "lab"),
+        explanations=tuple(LabLink(e.diagnosis_code, e.lab_target, e.lab_probability) for e in result.explanations),
+    )
 
 
-def _explanations(study_id: int, result: ScoredEcg) -> list[Explanation]:
-    return [
-        Explanation(study_id, result.model_version, e.diagnosis_code, e.lab_target, e.lab_probability)
-        for e in result.explanations
-    ]
+def _target_scores(result: ScoredEcg, kind: str) -> TargetScores:
+    findings = [f for f in result.findings if f.kind == kind]
+    return TargetScores(
+        codes=tuple(f.code for f in findings),
+        probabilities=tuple(f.probability for f in findings),
+        positive=tuple(f.positive for f in findings),
+    )
 
 
 def _payload(entry: _Admitted, result: ScoredEcg, active: LoadedModel) -> ResultPayload:
@@ -539,7 +562,7 @@ def _payload(entry: _Admitted, result: ScoredEcg, active: LoadedModel) -> Result
         patient_ref=key.patient_ref,
         acquired_at=key.acquired_at,
         model=ModelRef(active.artifact.manifest.model_name, active.version, active.sha256),
-        findings=tuple(PayloadFinding(f.kind, f.code, f.probability, f.positive) for f in result.findings),
+        findings=tuple(PayloadFinding(f.kind, f.code, f.probability, True) for f in result.findings if f.positive),
         explanations=tuple(
             PayloadExplanation(e.diagnosis_code, e.lab_target, e.lab_probability) for e in result.explanations
         ),

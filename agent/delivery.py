@@ -12,12 +12,14 @@ wrong, and what follows:
   nothing more is claimed for it — and the run ends ``failed``. Its messages wait, pending,
   for the next run.
 
-Only the run's thread touches the store. Per sink, at most twice ``max_in_flight`` messages are
-leased and not yet delivered, so no lease runs out while its message waits for a worker. A
-failure is recorded only by :meth:`Deliveries.finish`: recording releases the lease, and a
-released message would be claimed again at once; so each message gets one attempt per run.
-Leaving the block early (the store failed) waits for the sends under way and records nothing:
-their leases are released at the next run's start and the idempotent receivers absorb the resend.
+Only the run's thread touches the store, and in few statements: per sink, messages are claimed
+:data:`QUEUE_DEPTH` times ``max_in_flight`` at a time (at most that many leased and not yet
+delivered, so no lease runs out while its message waits for a worker), and deliveries are marked
+sent :data:`MARK_SENT_EVERY` at a time and at :meth:`Deliveries.finish`. A failure is recorded only
+by :meth:`Deliveries.finish`: recording releases the lease, and a released message would be claimed
+again at once; so each message gets one attempt per run. Leaving the block early (the store failed)
+waits for the sends under way and records nothing: their leases are released at the next run's
+start and the idempotent receivers absorb the resend (so do they for a delivery not yet marked).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from integrations.store import Store, StoredOutboxMessage
 
 log = logging.getLogger(__name__)
 
+#: Messages leased per sink, in multiples of its ``max_in_flight``: one claim fills the workers' queue for a while.
+QUEUE_DEPTH = 4
+#: Delivered messages marked sent in one UPDATE (one statement per delivery cost more than the delivery's SQL).
+MARK_SENT_EVERY = 16
 #: Failures that say the receiver cannot be reached at all, rather than that it refused this message.
 UNREACHABLE_ERRORS: tuple[type[Exception], ...] = (FhirUnavailableError, MllpConnectionError)
 
@@ -84,6 +90,7 @@ class Deliveries:
         self._down = {sink.destination: threading.Event() for sink in sinks}
         self._under_way: dict[Future[DeliveryFailure | None], tuple[ResultSink, StoredOutboxMessage]] = {}
         self._failures: list[tuple[StoredOutboxMessage, str]] = []
+        self._delivered: list[int] = []  # sent, not yet marked
         self.tally = DeliveryTally()
 
     def __enter__(self) -> Deliveries:
@@ -109,6 +116,7 @@ class Deliveries:
             self._record(list(finished))
             for sink in self._sinks:
                 self._start(sink)
+        self._mark_sent()
         for message, error in self._failures:
             self._record_failure(message, error)
         self._failures.clear()
@@ -122,7 +130,7 @@ class Deliveries:
         under_way = sum(1 for owner, _ in self._under_way.values() if owner is sink)
         if under_way > sink.max_in_flight:
             return  # the workers still have a queue: claim again in one go when it has run down
-        room = 2 * sink.max_in_flight - under_way
+        room = QUEUE_DEPTH * sink.max_in_flight - under_way
         pool = self._pools[sink.destination]
         for message in self._store.claim_outbox(destination=sink.destination, limit=room):
             future = pool.submit(_deliver, sink, message, self._down[sink.destination])
@@ -142,11 +150,15 @@ class Deliveries:
                 self._take_out(sink, failure.error)
             else:
                 self._failures.append((message, failure.error))
-        if sent:
-            with self._store.transaction() as unit:
-                for message in sent:
-                    unit.mark_outbox_sent(message.id)
-            self.tally.sent += len(sent)
+        self._delivered += [message.id for message in sent]
+        self.tally.sent += len(sent)
+        if len(self._delivered) >= MARK_SENT_EVERY:
+            self._mark_sent()
+
+    def _mark_sent(self) -> None:
+        if self._delivered:
+            self._store.mark_outbox_sent_many(self._delivered)
+            self._delivered = []
 
     def _take_out(self, sink: ResultSink, error: str) -> None:
         if sink.destination not in self.tally.unreachable:

@@ -1,6 +1,13 @@
 """End-to-end agent throughput: FHIR pull → validate → score → SQL → FHIR write-back. Prints one JSON object.
 
-    .venv/bin/python bench/e2e.py [--artifact out/demo/model] [--data data/sim] [--ecgs 1000]
+    .venv/bin/python bench/e2e.py [--artifact out/demo/model | --fresh-model] [--data data/sim] [--ecgs 1000]
+                                  [--torch-threads 1] [--py-spy run-once.spy]
+
+With ``--fresh-model``, or when ``--artifact`` (default ``out/demo/model``) is absent, the model is a fresh
+one of the demo size (the demo config's encoder and heads, untrained: the cost does not depend on the
+weights) with the demo model's 82 diagnoses and 45 lab targets, its thresholds set so that every ECG has
+what the demo night has per ECG: 15 positive labels, 2 of them charted (17 labels charted in all) and their
+lab explanations.
 
 Seeds ``--ecgs`` simulated ECGs (10 s, 500 Hz, from the simulated hospital's WFDB files) into the local
 FHIR test server, then measures, in the same process and on the same records:
@@ -12,7 +19,9 @@ FHIR test server, then measures, in the same process and on the same records:
 cores; its peak memory is reported beside the agent's, and so is the CPU time per ECG of each process:
 ``cpu_bound`` is the most ECG/s this machine could reach if every core were busy all the time with the
 measured work (cores ÷ CPU seconds per ECG), i.e. the ceiling the ratio can reach on this machine
-while the server shares its cores.
+while the server shares its cores. ``agent_cpu_ms_per_ecg_outside_model`` is the agent process's CPU per
+ECG (every thread: pull, decode, validate, SQL, write-back) minus the model-only CPU per ECG on the same
+records: what the agent itself costs beyond preprocessing and scoring.
 """
 
 from __future__ import annotations
@@ -21,24 +30,87 @@ import argparse
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from agent.registry import ModelRegistry
 from agent.scoring import score_records
 from agent.service import AgentService
 from agent.settings import load_settings
+from integrations.ecg import PreprocessConfig
 from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
 from integrations.wfdb_files import read_wfdb
-from model_training.artifact import load_artifact
+from model_training.artifact import LabAssociation, load_artifact
+from model_training.config import DEFAULT_CONFIG, load_config
+from model_training.data.catalogue import LABS
+from model_training.data.labels import LabTarget
 from model_training.data.layout import DataLayout
+from model_training.evaluate import Estimate, OperatingThresholds
+from model_training.export import export_artifact
+from model_training.release import OperatingPoint, ReleaseTable, release_entry, release_rule
+from model_training.scoring import EcgScoringModule
+from model_training.simulator_calibration import load_reference
+from model_training.train.builders import ecg_encoder, head
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fhir_test_server import fhir_test_server
+
+#: The demo model's outputs, and what the demo night has per ECG (README: 15.4 positives, 2.1 charted).
+N_DX, N_LAB = 82, 45
+POSITIVE_DX, POSITIVE_LAB, CHARTED_POSITIVE, CHARTED = 10, 5, 2, 17
+FRESH_VERSION = "bench-1.0.0"
+
+
+def _fresh_artifact(out_dir: Path) -> Path:
+    """A demo-size model, untrained, whose thresholds give every ECG the demo night's positives and charted findings.
+
+    The first POSITIVE_DX diagnoses and POSITIVE_LAB lab targets have threshold 0 (always positive), the
+    rest 1 (never); the first CHARTED_POSITIVE diagnoses are charted, and so are CHARTED − CHARTED_POSITIVE
+    of the never-positive ones; each positive diagnosis is explained by the positive lab targets.
+    """
+    config = load_config(DEFAULT_CONFIG)
+    preprocess = PreprocessConfig()
+    dx_codes = tuple(sorted(load_reference()))[:N_DX]
+    labs = [LabTarget(lab.key, direction, bound) for lab in LABS
+            for direction, bound in (("low", lab.ref_low), ("high", lab.ref_high)) if bound][:N_LAB]  # fmt: skip
+    module = EcgScoringModule(
+        ecg_encoder(config.model, seed=0), head(config.model, N_DX, seed=1), head(config.model, N_LAB, seed=2),
+        window_samples=preprocess.window_samples, clip_mv=preprocess.clip_mv,
+    ).eval()  # fmt: skip
+    rule = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
+    charted = release_entry(Estimate(0.92, 0.86, 0.97), OperatingPoint(0.7, 0.9, 0.42, 0.1, 20, 200), rule)
+    stored = release_entry(Estimate(0.70, 0.60, 0.80), OperatingPoint(0.5, 0.8, 0.20, 0.1, 20, 200), rule)
+    charted_dx = set(dx_codes[:CHARTED_POSITIVE] + dx_codes[POSITIVE_DX : POSITIVE_DX + CHARTED - CHARTED_POSITIVE])
+    positive_labs = [target.name for target in labs[:POSITIVE_LAB]]
+    thresholds = OperatingThresholds(
+        "bench",
+        {code: 0.0 if i < POSITIVE_DX else 1.0 for i, code in enumerate(dx_codes)},
+        {target.name: 0.0 if i < POSITIVE_LAB else 1.0 for i, target in enumerate(labs)},
+    )
+    no_value = {"value": None}
+    metrics = {
+        "diagnosis": {"macro_auroc": {"ours": no_value}, "delta_ours_minus_ecg_only": no_value, "gap_closed": no_value},
+        "labs": {"macro_auroc": {"ours": no_value}},
+    }
+    return export_artifact(
+        module, out_dir=out_dir, model_name="bench-demo-size", model_version=FRESH_VERSION, dx_labels=dx_codes,
+        lab_targets=labs,
+        thresholds=thresholds,
+        release=ReleaseTable(rule, {code: charted if code in charted_dx else stored for code in dx_codes},
+                             {t.name: stored for t in labs}),
+        explanations={code: [LabAssociation(lab, 2.0, 20) for lab in positive_labs] for code in dx_codes[:POSITIVE_DX]},
+        preprocess=preprocess, metrics=metrics, data_fingerprint="bench",
+        example_input=torch.zeros(1, 12, 2 * preprocess.window_samples),
+    )  # fmt: skip
 
 
 def _records(data: Path, n: int) -> list:
@@ -71,20 +143,101 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: Where a sampled stack's time goes: the first cost centre with a frame in the stack wins (names as py-spy
+#: prints them: ``function`` or ``Class.method``).
+COST_CENTRES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("model: shared preprocessing + TorchScript", ("score_records",)),
+    ("model load: artifact re-hash + TorchScript load", ("ModelLoader.load_for_run",)),
+    ("FHIR pull: SampledData decode + mapping", ("observation_to_ecg",)),
+    ("FHIR pull: HTTP + JSON of the pages", ("FhirClient.search_pages",)),
+    ("signal plausibility", ("validate_record",)),
+    ("SQL: study rows", ("_store_studies",)),
+    ("SQL: results (prediction sets, payloads, outbox rows, status)", ("_commit_results",)),
+    ("write-back: earlier versions of the ECG (SQL)", ("study_versions",)),
+    ("write-back: charted findings + bundle build", ("charted_findings", "_build")),
+    ("write-back: HTTP transaction", ("FhirClient.transaction",)),
+    (
+        "write-back: outbox claims and marks (SQL)",
+        ("Store.claim_outbox", "Store.mark_outbox_sent_many", "Deliveries._record_failure"),
+    ),
+)
+
+
+@contextmanager
+def _sampled(path: Path | None, rate_hz: int) -> Iterator[None]:
+    """py-spy samples this process in the block: every Python thread, while it holds the GIL; raw stacks to ``path``.
+
+    Sampling only GIL-holding stacks counts what the agent's Python (and the C it calls without releasing the
+    GIL: JSON, numpy parsing, SQLAlchemy) spends, not threads waiting on a socket, a lock or the database;
+    torch's kernels release the GIL, so most of the model's time is not in it (it is measured as model-only).
+    """
+    if path is None:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(os.getpid()), "--rate", str(rate_hz), "--format", "raw",
+               "--output", str(path), "--gil"]  # fmt: skip
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # attached
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        _, errors = sampler.communicate(timeout=60)
+        if sampler.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')[-500:]}")
+
+
+def _cost_centres(path: Path, rate_hz: int, ecgs: int) -> dict[str, float]:
+    """Sampled thread time per cost centre, in ms per ECG, largest first."""
+    samples: dict[str, int] = dict.fromkeys([name for name, _ in COST_CENTRES] + ["other"], 0)
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        functions = {frame.split(" (", 1)[0] for frame in stack.split(";")}
+        centre = next((name for name, marks in COST_CENTRES if functions.intersection(marks)), "other")
+        samples[centre] += int(count)
+    ms_per_sample = 1000 / rate_hz
+    by_centre = {name: round(n * ms_per_sample / ecgs, 2) for name, n in samples.items()}
+    return dict(sorted(by_centre.items(), key=lambda item: -item[1]))
+
+
 def _ms_per_ecg(seconds: float, ecgs: int) -> float:
     return round(1000 * seconds / ecgs, 2)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifact", type=Path, default=Path("out/demo/model"))
+    parser.add_argument("--artifact", type=Path, default=Path("out/demo/model"),
+                        help="an exported model; when absent, a fresh demo-size one (see above)")  # fmt: skip
+    parser.add_argument("--fresh-model", action="store_true", help="a fresh demo-size model even if --artifact exists")
     parser.add_argument("--data", type=Path, default=Path("data/sim"))
     parser.add_argument("--ecgs", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-in-flight", type=int, default=4, help="studies written back at once")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        dest="py_spy",
+        help="sample run-once with py-spy (the [dev] extra) into this raw-stacks file and add "
+        "`profile_ms_per_ecg`, the sampled thread time per cost centre, to the JSON",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch's intra-op threads in both measurements (default: torch's own choice); 1 keeps "
+        "idle OpenMP workers from spinning on a shared machine, which steadies the CPU figures",
+    )
+    parser.add_argument("--py-spy-rate", type=int, default=250, help="samples per second")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     records = _records(args.data, args.ecgs)
-    artifact = load_artifact(args.artifact)
+    fresh_dir = tempfile.TemporaryDirectory()
+    fresh = args.fresh_model or not args.artifact.exists()
+    artifact_dir = _fresh_artifact(Path(fresh_dir.name)) if fresh else args.artifact
+    artifact = load_artifact(artifact_dir)
 
     started, started_cpu_s = time.perf_counter(), time.process_time()
     score_records(records, artifact, batch_size=args.batch_size, explanation_top_k=3)
@@ -103,36 +256,45 @@ def main() -> None:
         )
         service = AgentService(settings)
         registry = ModelRegistry(service.store, settings.registry_dir, actor="bench")
-        version = registry.register(args.artifact).version
+        version = registry.register(artifact_dir).version
         registry.promote(version, reason="bench")
         server = _server_pid()
         server_started_cpu_s = _cpu_s(server)
         started, started_cpu_s = time.perf_counter(), time.process_time()
-        outcome = service.run_once(progress=False)
+        with _sampled(args.py_spy, args.py_spy_rate):
+            outcome = service.run_once(progress=False)
         end_to_end_s, agent_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu_s
         server_cpu_s = _cpu_s(server) - server_started_cpu_s
         server_rss_mb = _peak_rss_mb(server)
 
+    fresh_dir.cleanup()
     cores = len(os.sched_getaffinity(0))
     cpu_bound = cores * args.ecgs / (agent_cpu_s + server_cpu_s)
     model_only = args.ecgs / model_only_s
     counts = dict(outcome.report.counts) if outcome.report else {}
+    model_cpu_ms, agent_cpu_ms = _ms_per_ecg(model_only_cpu_s, args.ecgs), _ms_per_ecg(agent_cpu_s, args.ecgs)
+    profile = {"profile_ms_per_ecg": _cost_centres(args.py_spy, args.py_spy_rate, args.ecgs)} if args.py_spy else {}
     print(json.dumps({
         "benchmark": "e2e",
+        "model": f"{artifact.manifest.model_name} {artifact.manifest.model_version}",
         "ecgs": args.ecgs,
         "cores": cores,
         "max_in_flight": args.max_in_flight,
+        "torch_threads": torch.get_num_threads(),
         "model_only": {"seconds": model_only_s, "ecg_per_s": model_only,
-                       "cpu_ms_per_ecg": _ms_per_ecg(model_only_cpu_s, args.ecgs)},
+                       "cpu_ms_per_ecg": model_cpu_ms},
         "end_to_end": {"seconds": end_to_end_s, "ecg_per_s": args.ecgs / end_to_end_s, "counts": counts,
                        "exit_code": outcome.exit_code,
-                       "agent_cpu_ms_per_ecg": _ms_per_ecg(agent_cpu_s, args.ecgs),
+                       "agent_cpu_ms_per_ecg": agent_cpu_ms,
                        "fhir_server_cpu_ms_per_ecg": _ms_per_ecg(server_cpu_s, args.ecgs)},
+        "agent_cpu_ms_per_ecg_outside_model": round(agent_cpu_ms - model_cpu_ms, 2),
         "ratio_to_model_only": (args.ecgs / end_to_end_s) / model_only,
         "target_ratio": 0.7,
         "cpu_bound": {"ecg_per_s": cpu_bound, "ratio_to_model_only": cpu_bound / model_only},
         "agent_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "fhir_server_peak_rss_mb": server_rss_mb,
+        "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
+        **profile,
     }, indent=2))  # fmt: skip
 
 

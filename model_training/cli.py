@@ -1,4 +1,4 @@
-"""``ecg-train``: simulate a hospital, report on a cohort, plot example ECGs, train, evaluate, export.
+"""``ecg-train``: simulate a hospital, report on a cohort, plot example ECGs, train, evaluate, export, study.
 
 Thin on purpose: each command parses its arguments and calls one library function.
 Exit codes: 0 success, 1 a dataset or configuration error (the message names the
@@ -111,6 +111,24 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--resume", action="store_true", help="reuse the baselines' checkpoints in OUT")
     calibrate.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    study = commands.add_parser(
+        "study", help="run a pre-registered multi-seed study grid (resumable) and report it",
+        description="Run every cell (arm x config x seed) of a study grid as an `ecg-train run` pipeline in "
+        "OUT/cells/ARM/CONFIG/seed-N, one simulated hospital per seed in DATA/seed-N; a rerun skips finished cells "
+        "and resumes a killed one from its stage checkpoints. Writes OUT/study.json (per-seed table, mean ± sd, "
+        "paired test of ours - ECG-only, gap closed, lab macro AUROC, per visibility group, the pre-registered "
+        "goals) and OUT/study.png, and prints the tables. With --report OUT: only print the tables.",
+    )  # fmt: skip
+    study.add_argument("--grid", type=Path, default=None, help="study grid YAML (e.g. configs/study.yaml)")
+    study.add_argument("--data", type=Path, default=None, help="folder of the simulated hospitals (DATA/seed-N)")
+    study.add_argument("--out", type=Path, default=None, help="study folder: cells, study.json, study.png")
+    study.add_argument("--configs", default=None, help="comma-separated variants to run, or `all` "
+                       "(default: the grid's run_by_default)")  # fmt: skip
+    study.add_argument("--max-cells", type=int, default=None, help="train at most this many cells, then stop")
+    study.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
+    study.add_argument("--report", type=Path, default=None, metavar="OUT", help="print the tables of a study folder")
+    study.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     export = commands.add_parser(
         "export", help="write the served model (TorchScript + manifest) of a finished run",
         description="Script the ECG-only model of OUT (encoder, diagnosis and lab heads) and write OUT/model/.",
@@ -209,6 +227,29 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from model_training.study.grid import load_grid
+    from model_training.study.report import markdown, write_outputs
+    from model_training.study.runner import GRID_FILE, run_study, study_report
+
+    if args.report is not None:
+        print(markdown(study_report(load_grid(args.report / GRID_FILE), args.report)), end="")
+        return 0
+    if args.grid is None or args.data is None or args.out is None:
+        raise ModelTrainingError("study: give --grid, --data and --out (or --report OUT)")
+    grid = load_grid(args.grid)
+    configs = None if args.configs is None else tuple(grid.configs) if args.configs == "all" else tuple(
+        name.strip() for name in args.configs.split(","))  # fmt: skip
+    run = run_study(grid, args.data, args.out, configs=configs, max_cells=args.max_cells, device=args.device,
+                    progress=not args.no_progress)  # fmt: skip
+    report = study_report(grid, args.out, configs or grid.run_by_default)
+    json_path, figure_path = write_outputs(report, args.out)
+    print(markdown(report), end="")
+    print(f"trained {len(run.trained)} cell(s); {len(run.complete)} of {len(run.cells)} complete")
+    print(f"wrote {json_path} and {figure_path}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from model_training.train.pipeline import export_run_dir
 
@@ -230,7 +271,7 @@ def _headline(metrics: dict) -> str:
 
 
 COMMANDS = {"simulate": _simulate, "cohort-report": _cohort_report, "plot-examples": _plot_examples, "run": _run,
-            "evaluate": _evaluate, "export": _export, "calibrate": _calibrate}  # fmt: skip
+            "evaluate": _evaluate, "export": _export, "calibrate": _calibrate, "study": _study}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

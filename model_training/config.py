@@ -48,6 +48,23 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AugmentConfig:
+    """ECG augmentations of pre-training's training windows (never of validation, test or the labelled stages).
+
+    Every one 0 means off, the default.
+    """
+
+    amplitude_scale: float = 0.0  # each lead's gain is exp(N(0, this)): 0.1 is about ±10 %
+    baseline_wander_mv: float = 0.0  # peak of a slow sinusoid added per lead (0.1 to 1 cycle per window)
+    noise_mv: float = 0.0  # standard deviation of added Gaussian noise
+    lead_dropout: float = 0.0  # probability that a lead is zeroed, as the preprocessing fills a missing lead
+
+    @property
+    def enabled(self) -> bool:
+        return any(getattr(self, f.name) > 0 for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True, slots=True)
 class PretrainConfig:
     """Stage 1: ECG crop ↔ clinical vector of the same study, no labels."""
 
@@ -56,6 +73,10 @@ class PretrainConfig:
     lr: float = 3e-3
     temperature_init: float = 0.07
     regression_weight: float = 0.0  # > 0: the ECG embedding also regresses the measured clinical features
+    batch_size: int = 0  # 0: the run's batch_size; more: more negatives per step for the contrastive loss
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mask_ratio: float = 0.0  # > 0: this share of each study's measured features is hidden from the clinical encoder
+    mask_weight: float = 1.0  # ... and reconstructed from its embedding, with this weight beside the contrastive loss
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +171,38 @@ class TrainConfig:
             raise ConfigError(f"loader_workers: must be 0 or more, got {self.loader_workers}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size: must be at least 2 (batch statistics), got {self.batch_size}")
+        _check_pretrain(self.pretrain)
+        if self.pretrain.batch_size < 0 or self.pretrain.batch_size == 1:
+            raise ConfigError(
+                f"pretrain.batch_size: must be 0 (the run's) or at least 2, got {self.pretrain.batch_size}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return _plain(dataclasses.asdict(self))
+
+
+def with_defaults(stored: object, defaults: object) -> object:
+    """``stored`` (a configuration dict, or part of one, recorded by an earlier run) with every key it lacks taken
+    from ``defaults``: a setting added since was at its default there, since every new option defaults to the former
+    behaviour. Lets older run folders be compared with the configuration of today."""
+    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
+        return stored
+    merged = dict(defaults)
+    merged.update({key: with_defaults(value, defaults.get(key)) for key, value in stored.items()})
+    return merged
+
+
+def _check_pretrain(pretrain: PretrainConfig) -> None:
+    augment = pretrain.augment
+    for f in dataclasses.fields(augment):
+        if getattr(augment, f.name) < 0:
+            raise ConfigError(f"pretrain.augment.{f.name}: must be 0 (off) or more, got {getattr(augment, f.name)}")
+    if augment.lead_dropout >= 1.0:
+        raise ConfigError(f"pretrain.augment.lead_dropout: must be below 1, got {augment.lead_dropout}")
+    if not 0.0 <= pretrain.mask_ratio < 1.0:
+        raise ConfigError(f"pretrain.mask_ratio: must be in [0, 1), got {pretrain.mask_ratio}")
+    if pretrain.mask_weight < 0:
+        raise ConfigError(f"pretrain.mask_weight: must be 0 or more, got {pretrain.mask_weight}")
 
 
 def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

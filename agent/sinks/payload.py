@@ -47,6 +47,8 @@ class ResultPayload:
     patient_ref: str | None
     acquired_at: datetime | None
     model: ModelRef
+    #: The positive findings (every sink writes positives only; the full output stays in SQL). Rows queued
+    #: before this carry every output, negatives too: readers take :meth:`positives`.
     findings: tuple[PayloadFinding, ...]
     explanations: tuple[PayloadExplanation, ...]
     #: What was done to the signal before scoring (imputed or dropped leads), in words; noted on every finding.

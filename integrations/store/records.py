@@ -141,7 +141,7 @@ class StoredStudy:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One model output for one study; unique on (study_id, model_version, target_kind, code)."""
+    """One model output for one study, as read back from its :class:`PredictionSet`."""
 
     study_id: int
     model_version: str
@@ -160,6 +160,59 @@ class Explanation:
     diagnosis_code: str
     lab_code: str
     weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class TargetScores:
+    """One kind of output (diagnoses, or lab targets) of a model for one study, in the model's output order."""
+
+    codes: tuple[str, ...]
+    probabilities: tuple[float, ...]
+    positive: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.codes) == len(self.probabilities) == len(self.positive):
+            raise ValueError(
+                f"{len(self.codes)} codes, {len(self.probabilities)} probabilities and {len(self.positive)} "
+                "positive flags: one of each per output"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class LabLink:
+    """Lab target ``lab_code`` offered as an explanation of diagnosis ``diagnosis_code``, with its ``weight``."""
+
+    diagnosis_code: str
+    lab_code: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionSet:
+    """Everything one model version said about one study: one row, unique on (study_id, model_version).
+
+    Stored once: a second put of the same study and version (a rerun, a duplicate delivery) adds nothing.
+    """
+
+    study_id: int
+    model_version: str
+    diagnoses: TargetScores
+    labs: TargetScores
+    explanations: tuple[LabLink, ...] = ()
+
+    def predictions(self) -> list[Prediction]:
+        """One :class:`Prediction` per output: the diagnoses, then the lab targets, each in output order."""
+        return [
+            Prediction(self.study_id, self.model_version, kind, code, probability, positive)
+            for kind, scores in ((TargetKind.DIAGNOSIS, self.diagnoses), (TargetKind.LAB, self.labs))
+            for code, probability, positive in zip(scores.codes, scores.probabilities, scores.positive, strict=True)
+        ]
+
+    def explanation_rows(self) -> list[Explanation]:
+        return [
+            Explanation(self.study_id, self.model_version, link.diagnosis_code, link.lab_code, link.weight)
+            for link in self.explanations
+        ]
 
 
 @dataclass(frozen=True, slots=True)

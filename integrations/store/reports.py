@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from integrations.store import schema as t
 from integrations.store.records import Prediction, Run
-from integrations.store.rows import prediction_from_row, run_from_row
+from integrations.store.rows import prediction_set_from_row, run_from_row
 
 
 def recent_runs(connection: sa.Connection, limit: int) -> list[Run]:
@@ -39,29 +39,27 @@ def quarantine_by_kind(connection: sa.Connection, state: str) -> dict[str, int]:
 def prediction_pairs(
     connection: sa.Connection, active_version: str, shadow_version: str
 ) -> list[tuple[Prediction, Prediction]]:
-    """(active, shadow) predictions for the same (study, target_kind, code), by study then active row id.
+    """(active, shadow) predictions for the same (study, target_kind, code), by study then active output order.
 
-    One self-join in the database; a target that only one of the versions predicted has no pair.
+    One self-join in the database on (study, the two versions); the outputs are paired here, since
+    each row holds a study's outputs as arrays. A target only one of the versions predicted has no pair.
     """
-    active, shadow = t.predictions.alias("active"), t.predictions.alias("shadow")
+    active, shadow = t.study_predictions.alias("active"), t.study_predictions.alias("shadow")
     query = (
         sa.select(*_prefixed(active), *_prefixed(shadow))
-        .join_from(
-            active,
-            shadow,
-            sa.and_(
-                shadow.c.study_id == active.c.study_id,
-                shadow.c.target_kind == active.c.target_kind,
-                shadow.c.code == active.c.code,
-            ),
-        )
+        .join_from(active, shadow, shadow.c.study_id == active.c.study_id)
         .where(active.c.model_version == active_version, shadow.c.model_version == shadow_version)
-        .order_by(active.c.study_id, active.c.id)
+        .order_by(active.c.study_id)
     )
-    return [
-        (prediction_from_row(_unprefixed(row, "active")), prediction_from_row(_unprefixed(row, "shadow")))
-        for row in connection.execute(query).mappings()
-    ]
+    pairs = []
+    for row in connection.execute(query).mappings():
+        theirs = {(p.target_kind, p.code): p for p in prediction_set_from_row(_unprefixed(row, "shadow")).predictions()}
+        pairs += [
+            (mine, theirs[(mine.target_kind, mine.code)])
+            for mine in prediction_set_from_row(_unprefixed(row, "active")).predictions()
+            if (mine.target_kind, mine.code) in theirs
+        ]
+    return pairs
 
 
 def _prefixed(table: sa.Alias) -> list[sa.Label[Any]]:

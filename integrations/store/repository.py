@@ -41,6 +41,7 @@ from integrations.store.records import (
     OutboxMessage,
     OutboxStatus,
     Prediction,
+    PredictionSet,
     QuarantineEntry,
     QuarantineSighting,
     QuarantineState,
@@ -52,13 +53,13 @@ from integrations.store.records import (
     StoredQuarantineEntry,
     StoredStudy,
     StudyStatus,
-    TargetKind,
     Watermark,
 )
 from integrations.store.rows import (
     inbox_from_row,
     outbox_from_row,
-    prediction_from_row,
+    prediction_set_from_row,
+    prediction_set_row,
     quarantine_from_row,
     run_from_row,
     study_from_row,
@@ -295,26 +296,40 @@ class Store:
 
     def upsert_study(self, study: EcgStudy) -> StoredStudy:
         """The stored study for (source, source_id, source_version), inserting it as ``new`` the first time."""
+        return self.upsert_studies([study])[0]
+
+    def upsert_studies(self, studies: Sequence[EcgStudy]) -> list[StoredStudy]:
+        """:meth:`upsert_study` for many studies in one INSERT and one SELECT; results in the order given."""
+        if not studies:
+            return []
         now = self._clock()
-        row = {
-            "source": study.source,
-            "source_id": study.source_id,
-            "source_version": study.source_version,
-            "patient_ref": study.patient_ref,
-            "acquired_at": study.acquired_at,
-            "acquired_at_text": study.acquired_at_text,
-            "fs_hz": study.fs_hz,
-            "leads": list(study.leads),
-            "status": StudyStatus.NEW.value,
-            "created_at": now,
-            "updated_at": now,
-        }
-        name = _study_name(study.source, study.source_id, study.source_version)
+        rows = [
+            {
+                "source": study.source,
+                "source_id": study.source_id,
+                "source_version": study.source_version,
+                "patient_ref": study.patient_ref,
+                "acquired_at": study.acquired_at,
+                "acquired_at_text": study.acquired_at_text,
+                "fs_hz": study.fs_hz,
+                "leads": list(study.leads),
+                "status": StudyStatus.NEW.value,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for study in studies
+        ]
+        keys = [(study.source, study.source_id, study.source_version) for study in studies]
+        table = t.ecg_studies
+        query = sa.select(table).where(sa.tuple_(table.c.source, table.c.source_id, table.c.source_version).in_(keys))
+        name = _study_name(*keys[0]) if len(keys) == 1 else f"{len(keys)} ECG studies from {keys[0][0]}"
         with self._begin(name) as connection:
-            insert_new(connection, t.ecg_studies, row, ("source", "source_id", "source_version"))
-            stored = _select_study(connection, study.source, study.source_id, study.source_version)
-        assert stored is not None  # inserted, or already there, in this same transaction
-        return stored
+            insert_new_rows(connection, table, rows, ("source", "source_id", "source_version"))
+            stored = {
+                (found.study.source, found.study.source_id, found.study.source_version): found
+                for found in map(study_from_row, connection.execute(query).mappings())
+            }
+        return [stored[key] for key in keys]  # each inserted, or already there, in this same transaction
 
     def get_study(self, source: str, source_id: str, source_version: str) -> StoredStudy | None:
         with self._begin(_study_name(source, source_id, source_version)) as connection:
@@ -364,6 +379,18 @@ class Store:
         with self._begin(f"ECG study {study_id}") as connection:
             update_one(connection, t.ecg_studies, study_id, values, f"ECG study {study_id}")
 
+    def set_studies_status(self, study_ids: Sequence[int], status: StudyStatus) -> None:
+        """:meth:`set_study_status` (no error) for many studies in one UPDATE; every id must exist."""
+        if not study_ids:
+            return
+        table = t.ecg_studies
+        values = {"status": StudyStatus(status).value, "error": None, "updated_at": self._clock()}
+        name = f"ECG studies {sorted(study_ids)}"
+        with self._begin(name) as connection:
+            updated = connection.execute(sa.update(table).where(table.c.id.in_(list(study_ids))).values(values))
+            if updated.rowcount != len(set(study_ids)):
+                raise StoreNotFoundError(name, f"{len(set(study_ids)) - updated.rowcount} of them do not exist")
+
     def set_signal_notes(self, study_id: int, notes: Sequence[str]) -> None:
         """What was done to the study's signal before scoring (imputed or dropped leads), in words."""
         values = {"signal_notes": list(notes), "updated_at": self._clock()}
@@ -372,64 +399,31 @@ class Store:
 
     # --- predictions and explanations --------------------------------------------------------------------------
 
-    def put_predictions(self, predictions: Sequence[Prediction]) -> int:
-        """Insert the predictions not stored yet; returns how many were new. Existing rows are left as they are."""
-        now = self._clock()
-        rows = [
-            {
-                "study_id": p.study_id,
-                "model_version": p.model_version,
-                "target_kind": TargetKind(p.target_kind).value,
-                "code": p.code,
-                "probability": p.probability,
-                "is_positive": p.is_positive,
-                "created_at": now,
-            }
-            for p in predictions
-        ]
-        key = ("study_id", "model_version", "target_kind", "code")
-        with self._begin(_predictions_name(predictions)) as connection:
-            return insert_new_rows(connection, t.predictions, rows, key)
+    def put_prediction_sets(self, sets: Sequence[PredictionSet]) -> int:
+        """Store each study's outputs from each model version as one row, in one INSERT; returns how many were new.
 
-    def get_predictions(self, study_id: int, model_version: str | None = None) -> list[Prediction]:
-        table = t.predictions
+        A (study, model version) already stored is left as it is: a rerun or a duplicate delivery adds nothing.
+        """
+        now = self._clock()
+        rows = [prediction_set_row(prediction_set, now) for prediction_set in sets]
+        with self._begin(_predictions_name(sets)) as connection:
+            return insert_new_rows(connection, t.study_predictions, rows, ("study_id", "model_version"))
+
+    def get_prediction_sets(self, study_id: int, model_version: str | None = None) -> list[PredictionSet]:
+        """The study's prediction sets, in the order they were stored (one per model version that scored it)."""
+        table = t.study_predictions
         query = sa.select(table).where(table.c.study_id == study_id).order_by(table.c.id)
         if model_version is not None:
             query = query.where(table.c.model_version == model_version)
         with self._begin(f"predictions for ECG study {study_id}") as connection:
-            return [prediction_from_row(row) for row in connection.execute(query).mappings()]
+            return [prediction_set_from_row(row) for row in connection.execute(query).mappings()]
 
-    def put_explanations(self, explanations: Sequence[Explanation]) -> int:
-        """Insert the explanations not stored yet; returns how many were new."""
-        now = self._clock()
-        key = ("study_id", "model_version", "diagnosis_code", "lab_code")
-        rows = [
-            {
-                "study_id": e.study_id,
-                "model_version": e.model_version,
-                "diagnosis_code": e.diagnosis_code,
-                "lab_code": e.lab_code,
-                "weight": e.weight,
-                "created_at": now,
-            }
-            for e in explanations
-        ]
-        studies = sorted({e.study_id for e in explanations})
-        with self._begin(f"explanations for ECG studies {studies}") as connection:
-            return insert_new_rows(connection, t.explanations, rows, key)
+    def get_predictions(self, study_id: int, model_version: str | None = None) -> list[Prediction]:
+        """Every output for the study, one :class:`Prediction` each: per model version, diagnoses then labs."""
+        return [p for found in self.get_prediction_sets(study_id, model_version) for p in found.predictions()]
 
     def get_explanations(self, study_id: int, model_version: str) -> list[Explanation]:
-        table = t.explanations
-        query = (
-            sa.select(table)
-            .where(table.c.study_id == study_id, table.c.model_version == model_version)
-            .order_by(table.c.id)
-        )
-        with self._begin(f"explanations for ECG study {study_id}") as connection:
-            return [
-                Explanation(r["study_id"], r["model_version"], r["diagnosis_code"], r["lab_code"], r["weight"])
-                for r in connection.execute(query).mappings()
-            ]
+        return [e for found in self.get_prediction_sets(study_id, model_version) for e in found.explanation_rows()]
 
     def prediction_pairs(self, active_version: str, shadow_version: str) -> list[tuple[Prediction, Prediction]]:
         """(active, shadow) predictions of the same (study, target_kind, code), by study: the shadow report's input."""
@@ -522,18 +516,26 @@ class Store:
 
     def enqueue_outbox(self, message: OutboxMessage) -> bool:
         """Queue a write-back; False when its idempotency key is already queued (or sent)."""
+        return self.enqueue_outbox_many([message]) == 1
+
+    def enqueue_outbox_many(self, messages: Sequence[OutboxMessage]) -> int:
+        """:meth:`enqueue_outbox` for many messages in one INSERT; returns how many were new."""
         now = self._clock()
-        row = {
-            "destination": message.destination,
-            "idempotency_key": message.idempotency_key,
-            "payload": message.payload,
-            "status": OutboxStatus.PENDING.value,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        with self._begin(f"outbox message {message.idempotency_key}") as connection:
-            return insert_new(connection, t.outbox, row, ("idempotency_key",))
+        rows = [
+            {
+                "destination": message.destination,
+                "idempotency_key": message.idempotency_key,
+                "payload": message.payload,
+                "status": OutboxStatus.PENDING.value,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for message in messages
+        ]
+        name = f"outbox message {messages[0].idempotency_key}" if len(messages) == 1 else "outbox messages"
+        with self._begin(name) as connection:
+            return insert_new_rows(connection, t.outbox, rows, ("idempotency_key",))
 
     def claim_outbox(
         self, *, limit: int = 50, lease_s: float = DEFAULT_OUTBOX_LEASE_S, destination: str | None = None
@@ -567,10 +569,18 @@ class Store:
         return sorted((outbox_from_row(row) for row in rows), key=lambda message: message.id)
 
     def mark_outbox_sent(self, outbox_id: int) -> None:
+        self.mark_outbox_sent_many([outbox_id])
+
+    def mark_outbox_sent_many(self, outbox_ids: Sequence[int]) -> None:
+        """Mark messages delivered, in one UPDATE; every id must exist."""
         now = self._clock()
+        table = t.outbox
         values = {"status": OutboxStatus.SENT.value, "sent_at": now, "updated_at": now, "lease_until": None}
-        with self._begin(f"outbox message {outbox_id}") as connection:
-            update_one(connection, t.outbox, outbox_id, values, f"outbox message {outbox_id}")
+        name = f"outbox message {outbox_ids[0]}" if len(outbox_ids) == 1 else f"outbox messages {sorted(outbox_ids)}"
+        with self._begin(name) as connection:
+            updated = connection.execute(sa.update(table).where(table.c.id.in_(list(outbox_ids))).values(values))
+            if updated.rowcount != len(set(outbox_ids)):
+                raise StoreNotFoundError(name, "no such row in outbox")
 
     def mark_outbox_failed(
         self, outbox_id: int, error: str, *, max_attempts: int = DEFAULT_OUTBOX_MAX_ATTEMPTS
@@ -725,9 +735,9 @@ def _study_name(source: str, source_id: str, source_version: str) -> str:
     return f"ECG study {source}:{source_id}@{source_version}"
 
 
-def _predictions_name(predictions: Sequence[Prediction]) -> str:
-    studies = sorted({p.study_id for p in predictions})
-    versions = sorted({p.model_version for p in predictions})
+def _predictions_name(sets: Sequence[PredictionSet]) -> str:
+    studies = sorted({p.study_id for p in sets})
+    versions = sorted({p.model_version for p in sets})
     return f"predictions of model {', '.join(versions)} for ECG studies {studies}"
 
 

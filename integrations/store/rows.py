@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,12 +12,13 @@ from integrations.store.records import (
     EcgStudy,
     InboxMessage,
     InboxStatus,
+    LabLink,
     ModelAuditEntry,
     ModelState,
     ModelVersion,
     OutboxMessage,
     OutboxStatus,
-    Prediction,
+    PredictionSet,
     QuarantineEntry,
     QuarantineState,
     Run,
@@ -26,7 +28,7 @@ from integrations.store.records import (
     StoredQuarantineEntry,
     StoredStudy,
     StudyStatus,
-    TargetKind,
+    TargetScores,
 )
 
 
@@ -72,14 +74,38 @@ def study_from_row(row: sa.RowMapping) -> StoredStudy:
     return StoredStudy(row["id"], study, status, row["error"], row["created_at"], row["updated_at"], notes)
 
 
-def prediction_from_row(row: Mapping[str, Any]) -> Prediction:
-    return Prediction(
+def prediction_set_row(prediction_set: PredictionSet, created_at: datetime) -> dict[str, Any]:
+    """The ``study_predictions`` row of one study's outputs from one model version."""
+    diagnoses, labs = prediction_set.diagnoses, prediction_set.labs
+    return {
+        "study_id": prediction_set.study_id,
+        "model_version": prediction_set.model_version,
+        "diagnosis_codes": list(diagnoses.codes),
+        "diagnosis_probabilities": list(diagnoses.probabilities),
+        "diagnosis_positive": list(diagnoses.positive),
+        "lab_codes": list(labs.codes),
+        "lab_probabilities": list(labs.probabilities),
+        "lab_positive": list(labs.positive),
+        "explanations": [[e.diagnosis_code, e.lab_code, e.weight] for e in prediction_set.explanations],
+        "created_at": created_at,
+    }
+
+
+def prediction_set_from_row(row: Mapping[str, Any]) -> PredictionSet:
+    return PredictionSet(
         study_id=row["study_id"],
         model_version=row["model_version"],
-        target_kind=TargetKind(row["target_kind"]),
-        code=row["code"],
-        probability=row["probability"],
-        is_positive=bool(row["is_positive"]),
+        diagnoses=_target_scores(row, "diagnosis"),
+        labs=_target_scores(row, "lab"),
+        explanations=tuple(LabLink(diagnosis, lab, weight) for diagnosis, lab, weight in row["explanations"]),
+    )
+
+
+def _target_scores(row: Mapping[str, Any], kind: str) -> TargetScores:
+    return TargetScores(
+        codes=tuple(row[f"{kind}_codes"]),
+        probabilities=tuple(float(p) for p in row[f"{kind}_probabilities"]),
+        positive=tuple(bool(flag) for flag in row[f"{kind}_positive"]),
     )
 
 

@@ -56,7 +56,6 @@ def _one_of(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
 
 STUDY_STATUSES = ("new", "scored", "failed")
 INBOX_STATUSES = ("received", "processed", "failed")
-TARGET_KINDS = ("diagnosis", "lab")
 RUN_STATUSES = ("running", "succeeded", "degraded", "failed", "abandoned")
 QUARANTINE_STATES = ("open", "retried", "resolved")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
@@ -107,32 +106,27 @@ inbox_messages = sa.Table(
     _one_of("status", INBOX_STATUSES),
 )
 
-predictions = sa.Table(
-    "predictions",
+# One row per study and model version: every output in the model's order, as arrays, and the lab explanations.
+# 127 outputs were 127 rows (and the explanations as many more); one row is one INSERT per study, and what
+# a reader wants together (a study's results from one model) comes back together.
+study_predictions = sa.Table(
+    "study_predictions",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("study_id", sa.Integer, sa.ForeignKey("ecg_studies.id", ondelete="CASCADE"), nullable=False),
     sa.Column("model_version", sa.String(128), nullable=False),
-    sa.Column("target_kind", sa.String(16), nullable=False),
-    sa.Column("code", sa.String(64), nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-    sa.Column("is_positive", sa.Boolean(create_constraint=False), nullable=False),
+    # ICD-10-CM codes, their probabilities and whether each is at or above its threshold, in output order.
+    sa.Column("diagnosis_codes", _json(), nullable=False),
+    sa.Column("diagnosis_probabilities", _json(), nullable=False),
+    sa.Column("diagnosis_positive", _json(), nullable=False),
+    # The same for the lab targets (``potassium_high``).
+    sa.Column("lab_codes", _json(), nullable=False),
+    sa.Column("lab_probabilities", _json(), nullable=False),
+    sa.Column("lab_positive", _json(), nullable=False),
+    # [[diagnosis code, lab target, weight], ...]: the predicted lab abnormalities that explain a diagnosis.
+    sa.Column("explanations", _json(), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.UniqueConstraint("study_id", "model_version", "target_kind", "code", name="uq_predictions_target"),
-    _one_of("target_kind", TARGET_KINDS),
-)
-
-explanations = sa.Table(
-    "explanations",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("study_id", sa.Integer, sa.ForeignKey("ecg_studies.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("model_version", sa.String(128), nullable=False),
-    sa.Column("diagnosis_code", sa.String(64), nullable=False),
-    sa.Column("lab_code", sa.String(64), nullable=False),
-    sa.Column("weight", sa.Float, nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-    sa.UniqueConstraint("study_id", "model_version", "diagnosis_code", "lab_code", name="uq_explanations_target"),
+    sa.UniqueConstraint("study_id", "model_version", name="uq_study_predictions_study_model"),
 )
 
 runs = sa.Table(

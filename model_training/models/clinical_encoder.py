@@ -63,4 +63,8 @@ class ClinicalEncoder(nn.Module):
         return ((logged - self.mean) / self.std).clamp(-CLIP_SD, CLIP_SD)
 
     def forward(self, values: Tensor, observed: Tensor) -> Tensor:
-        return self.net(torch.cat([self.scale(values), observed], dim=1))
+        return self.embed_scaled(self.scale(values), observed)
+
+    def embed_scaled(self, scaled: Tensor, observed: Tensor) -> Tensor:
+        """The embedding of already scaled features (:meth:`scale`): pre-training hides some of them there."""
+        return self.net(torch.cat([scaled, observed], dim=1))

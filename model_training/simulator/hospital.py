@@ -35,6 +35,11 @@ N_FOLDS = 20
 LAB_MEASUREMENT_NOISE_SD = 0.15  # analytical noise, in healthy SDs
 REPEAT_DRAW_PROBABILITY = 0.35
 SEVERITY_LOG_SD = 0.35
+#: Share of a code's positives written for a visit whose patient does not have the condition: rule-out
+#: diagnoses, problem lists copied forward, billing errors. Validation studies of ICD-coded diagnoses against
+#: chart review typically find positive predictive values of 85-95 % (e.g. Quan et al., Med Care 2008;
+#: McCormick et al., J Clin Epidemiol 2015); these codes carry no physiology in either modality.
+CODING_FALSE_POSITIVE_SHARE = 0.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +80,12 @@ class Visit:
     omr_date: datetime | None
     ecg: EcgParams
     noise: NoiseParams
+    unsupported_codes: tuple[str, ...] = ()  # coded without the condition (CODING_FALSE_POSITIVE_SHARE)
 
     @property
     def icd10_codes(self) -> tuple[str, ...]:
-        return tuple(
-            dict.fromkeys(CONDITION_BY_KEY[c.key].variants[c.variant].icd10 for c in self.conditions if c.coded)
-        )
+        supported = (CONDITION_BY_KEY[c.key].variants[c.variant].icd10 for c in self.conditions if c.coded)
+        return tuple(dict.fromkeys((*supported, *self.unsupported_codes)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +165,21 @@ def _sample_visit(
         conditions=conditions, lab_draws=_lab_draws(rng, ecg_time, true_labs, present),
         vitals=_vitals_series(rng, intime, outtime, true_vitals),
         bmi=float(bmi), weight_kg=float(bmi * (height_cm / 100.0) ** 2), omr_date=omr_date,
-        ecg=ecg, noise=NoiseParams.sample(rng),
+        ecg=ecg, noise=NoiseParams.sample(rng), unsupported_codes=_unsupported_codes(rng, present),
     )  # fmt: skip
+
+
+def _unsupported_codes(rng: np.random.Generator, present: dict[str, ConditionInstance]) -> tuple[str, ...]:
+    """Codes written for conditions the patient does not have, at a rate that makes them
+    :data:`CODING_FALSE_POSITIVE_SHARE` of each code's positives (relative to its prevalence at 60)."""
+    odds = CODING_FALSE_POSITIVE_SHARE / (1.0 - CODING_FALSE_POSITIVE_SHARE)
+    codes = []
+    for condition in CONDITIONS:
+        rate = odds * condition.coding_sensitivity * condition.prevalence_at_60
+        if condition.key not in present and rng.random() < rate:
+            weights = np.array([v.weight for v in condition.variants])
+            codes.append(condition.variants[int(rng.choice(len(weights), p=weights / weights.sum()))].icd10)
+    return tuple(codes)
 
 
 def _sample_conditions(

@@ -271,13 +271,13 @@ CONDITIONS: tuple[Condition, ...] = (
         "Adipose tissue between heart and electrodes lowers voltage, a high diaphragm turns the axis left, T waves "
         "flatten inferolaterally and the resting rate is higher (deep-ECG obesity detection, e.g. AUROC ~0.8).",
         female_log_or=0.1, bmi_shift=9.0, vital_shifts={"sbp": 5.0},
-        ecg=EcgEffects(qrs_amp_log=-0.3, axis_deg=-35.0, t_amp_log=-0.18, hr_bpm=6.0), coding_sensitivity=0.35,
+        ecg=EcgEffects(qrs_amp_log=-0.35, axis_deg=-35.0, t_amp_log=-0.2, hr_bpm=6.0), coding_sensitivity=0.35,
         chronic=True,
     ),
     Condition(
         "smoker",
         (Variant("F17210", 0.4, EcgEffects(hr_bpm=15.0, t_amp_log=-0.2, p_amp_log=0.12)),
-         Variant("F17200", 0.6, EcgEffects(hr_bpm=9.0, t_amp_log=-0.12))),
+         Variant("F17200", 0.6, EcgEffects(hr_bpm=11.0, t_amp_log=-0.13))),
         0.20, _V.PARTIAL,
         "Young, mostly male. Current cigarette smokers (F17.210) carry nicotine's sympathetic tachycardia and flatter "
         "T waves; an unspecified nicotine dependence (F17.200) is often a lighter or past habit, with less of both.",
@@ -286,17 +286,17 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "hypertension", _single("I10"), 0.38, _V.PARTIAL,
-        "Pressure overload. ECG voltage criteria for LVH are met by only about a quarter of hypertensives "
-        "(Sokolow-Lyon sensitivity 20-30 %); the rest is age.",
+        "Pressure overload. ECG voltage criteria for LVH are met by only a fifth to a quarter of hypertensives "
+        "(Sokolow-Lyon sensitivity 20-30 %, lower in treated ED patients); the rest is age.",
         age_log_or_per_decade=0.45, female_log_or=-0.1, comorbid_log_or={"obesity": 0.8},
-        vital_shifts={"sbp": 22.0, "dbp": 10.0}, sign=EcgEffects(lvh=0.35), sign_penetrance=0.3, chronic=True,
+        vital_shifts={"sbp": 22.0, "dbp": 10.0}, sign=EcgEffects(lvh=0.35), sign_penetrance=0.22, chronic=True,
     ),
     Condition(
         "diabetes", _single("E119"), 0.18, _V.PARTIAL,
         "Cardiac autonomic neuropathy raises the resting rate and lengthens QTc; subclinical myocardial disease "
         "flattens T (deep-ECG type 2 diabetes detection AUROC 0.76-0.82, Kim et al. 2024).",
-        age_log_or_per_decade=0.3, comorbid_log_or={"obesity": 0.9}, lab_shifts_sd={"glucose": 2.2},
-        ecg=EcgEffects(hr_bpm=6.0, qtc_ms=10.0, t_amp_log=-0.08), chronic=True,
+        age_log_or_per_decade=0.3, comorbid_log_or={"obesity": 0.9}, lab_shifts_sd={"glucose": 1.8},
+        ecg=EcgEffects(hr_bpm=7.0, qtc_ms=12.0, t_amp_log=-0.09), chronic=True,
     ),
     Condition(
         "hyperlipidemia", _single("E785"), 0.25, _V.INVISIBLE,
@@ -307,12 +307,13 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "ckd", (Variant("N183", 0.6), Variant("N184", 0.25), Variant("N189", 0.15)), 0.05, _V.PARTIAL,
-        "Raises creatinine and urea; indirectly raises potassium and lowers hemoglobin; LVH in some "
+        "Raises creatinine and urea; indirectly raises potassium a little (most stage-3 patients are normokalemic) "
+        "and lowers hemoglobin; LVH in some "
         "(deep-ECG CKD detection AUROC 0.71-0.77, Holmstrom et al. 2023).",
         age_log_or_per_decade=0.5, comorbid_log_or={"hypertension": 1.0, "diabetes": 1.0},
-        lab_shifts_sd={"creatinine": 3.5, "urea_nitrogen": 3.0, "potassium": 0.6, "hemoglobin": -1.0,
+        lab_shifts_sd={"creatinine": 3.5, "urea_nitrogen": 3.0, "potassium": 0.4, "hemoglobin": -0.8,
                        "phosphate": 1.5, "bicarbonate": -1.0, "calcium": -0.6},
-        sign=EcgEffects(lvh=0.3), sign_penetrance=0.35, coding_sensitivity=0.8, chronic=True,
+        sign=EcgEffects(lvh=0.3), sign_penetrance=0.25, coding_sensitivity=0.8, chronic=True,
     ),
     Condition(
         "cad", _single("I2510"), 0.10, _V.PARTIAL,
@@ -324,10 +325,10 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "old_mi",
-        (Variant("I252", 0.2, EcgEffects(q_anterior_mv=0.35, t_inv_anterior=0.4)),
-         Variant("I252", 0.2, EcgEffects(q_inferior_mv=0.3, t_inv_inferior=0.4)),
-         Variant("I252", 0.6)), 0.01, _V.PARTIAL,
-        "Scar: pathological Q waves and T inversion in the infarct territory in about 40 %; non-Q infarcts and "
+        (Variant("I252", 0.17, EcgEffects(q_anterior_mv=0.35, t_inv_anterior=0.4)),
+         Variant("I252", 0.17, EcgEffects(q_inferior_mv=0.3, t_inv_inferior=0.4)),
+         Variant("I252", 0.66)), 0.01, _V.PARTIAL,
+        "Scar: pathological Q waves and T inversion in the infarct territory in about a third; non-Q infarcts and "
         "Q-wave regression leave the rest with flatter T waves only.",
         comorbid_log_or={"cad": 3.0}, ecg=EcgEffects(t_amp_log=-0.08), coding_sensitivity=0.7, chronic=True,
     ),
@@ -340,59 +341,63 @@ CONDITIONS: tuple[Condition, ...] = (
         lab_shifts_sd={"ntprobnp": 3.2, "sodium": -0.6, "creatinine": 0.6, "urea_nitrogen": 0.6,
                        "troponin_t": 0.8},
         vital_shifts={"resp_rate": 3.0, "o2_saturation": -2.0},
-        ecg=EcgEffects(hr_bpm=6.0, qrs_amp_log=-0.1, lvh=0.15, qrs_ms=5.0), chronic=True,
+        ecg=EcgEffects(hr_bpm=4.0, qrs_amp_log=-0.08, lvh=0.12, qrs_ms=4.0), chronic=True,
         orders_panels=("troponin",),
     ),
     Condition(
         "hyperthyroidism", _single("E0590"), 0.004, _V.PARTIAL,
-        "Sinus tachycardia and AF risk; TSH suppressed.",
-        female_log_or=1.2, lab_shifts_sd={"tsh": -4.0}, vital_shifts={"temperature": 0.5},
-        ecg=EcgEffects(hr_bpm=18.0), coding_sensitivity=0.8, chronic=True,
+        "TSH suppressed and AF risk; most coded patients are on treatment, so the sinus rate is only a little "
+        "faster than in their peers.",
+        female_log_or=1.2, lab_shifts_sd={"tsh": -3.0}, vital_shifts={"temperature": 0.3},
+        ecg=EcgEffects(hr_bpm=9.0), coding_sensitivity=0.8, chronic=True,
     ),
     Condition(
         "hypothyroidism", _single("E039"), 0.045, _V.PARTIAL,
-        "Bradycardia and low voltage; TSH high.",
-        age_log_or_per_decade=0.3, female_log_or=1.3, lab_shifts_sd={"tsh": 2.8},
-        ecg=EcgEffects(hr_bpm=-8.0, qrs_amp_log=-0.12), chronic=True,
+        "Bradycardia and low voltage when untreated; most coded patients take levothyroxine, so TSH is only "
+        "modestly raised on average and the ECG signs are mild.",
+        age_log_or_per_decade=0.3, female_log_or=1.3, lab_shifts_sd={"tsh": 1.8},
+        ecg=EcgEffects(hr_bpm=-6.0, qrs_amp_log=-0.1), chronic=True,
     ),
     Condition(
         "copd", _single("J449"), 0.07, _V.PARTIAL,
-        "Hyperinflation: in about a quarter the full picture (right axis, low voltage, P pulmonale); in all a slightly "
-        "faster rate and a more vertical axis; CO2 retention.",
+        "Hyperinflation: in about one in six (mostly severe disease) the full picture (right axis, low voltage, P "
+        "pulmonale); in all a slightly faster rate and a more vertical axis; CO2 retention in some.",
         age_log_or_per_decade=0.4, comorbid_log_or={"smoker": 1.8},
         lab_shifts_sd={"pco2": 1.5, "ph": -0.3}, vital_shifts={"o2_saturation": -3.0, "resp_rate": 3.0},
-        ecg=EcgEffects(hr_bpm=4.0, axis_deg=5.0, p_amp_log=0.08), coding_sensitivity=0.8,
-        sign=EcgEffects(axis_deg=30.0, qrs_amp_log=-0.2, p_amp_log=0.35), sign_penetrance=0.27, chronic=True,
+        ecg=EcgEffects(hr_bpm=3.0, axis_deg=3.0, p_amp_log=0.03), coding_sensitivity=0.8,
+        sign=EcgEffects(axis_deg=30.0, qrs_amp_log=-0.2, p_amp_log=0.35), sign_penetrance=0.16, chronic=True,
     ),
     Condition(
         "atrial_fibrillation", _single("I4891"), 0.04, _V.VISIBLE,
-        "No P waves, irregularly irregular RR, fibrillatory baseline, a fast ventricular rate. About 40 % are in "
-        "sinus rhythm at the ED ECG (paroxysmal AF) and show only atrial enlargement: a larger P and a longer PR.",
+        "No P waves, irregularly irregular RR, fibrillatory baseline, a fast ventricular rate. About half are in "
+        "sinus rhythm at the ED ECG (paroxysmal AF) and show only mild atrial enlargement: a slightly larger P and "
+        "longer PR (deep-ECG detection of paroxysmal AF from sinus rhythm AUROC 0.87, Attia et al., Lancet 2019).",
         age_log_or_per_decade=0.75,
         comorbid_log_or={"heart_failure": 1.6, "hyperthyroidism": 1.8, "hypertension": 0.5, "copd": 0.5,
                          "obesity": 0.3},
-        ecg=EcgEffects(p_amp_log=0.15, pr_ms=10.0), sign=EcgEffects(af=1.0, hr_bpm=18.0), sign_penetrance=0.6,
-        coding_sensitivity=0.9, chronic=True, orders_panels=("tsh", "magnesium", "coag"),
+        ecg=EcgEffects(p_amp_log=0.08, pr_ms=6.0), sign=EcgEffects(af=1.0, hr_bpm=18.0), sign_penetrance=0.52,
+        coding_sensitivity=0.85, chronic=True, orders_panels=("tsh", "magnesium", "coag"),
     ),
     Condition(
         "anticoagulation", _single("Z7901"), 0.01, _V.PARTIAL,
-        "Warfarin raises INR; no ECG sign of its own, but it travels with AF.",
-        age_log_or_per_decade=0.3, comorbid_log_or={"atrial_fibrillation": 3.6},
-        lab_shifts_sd={"inr": 4.0, "ptt": 1.0}, coding_sensitivity=0.7, chronic=True,
+        "Warfarin raises INR, direct oral anticoagulants (now most prescriptions) barely do; no ECG sign of its "
+        "own, but it travels with AF and venous thromboembolism.",
+        age_log_or_per_decade=0.3, comorbid_log_or={"atrial_fibrillation": 3.0},
+        lab_shifts_sd={"inr": 2.5, "ptt": 0.7}, coding_sensitivity=0.7, chronic=True,
     ),
     Condition(
         "acute_mi",
         (Variant("I2109", 0.15, EcgEffects(st_anterior_mv=0.30, t_amp_log=0.2)),
          Variant("I2119", 0.15, EcgEffects(st_inferior_mv=0.25, t_amp_log=0.1)),
-         Variant("I214", 0.32, EcgEffects(st_lateral_mv=-0.06, st_inferior_mv=-0.03, t_inv_lateral=0.35)),
-         Variant("I214", 0.38)),
+         Variant("I214", 0.28, EcgEffects(st_lateral_mv=-0.06, st_inferior_mv=-0.03, t_inv_lateral=0.35)),
+         Variant("I214", 0.42)),
         0.012, _V.PARTIAL,
         "Troponin high. STEMI (30 % of infarcts): ST elevation in the territory with reciprocal depression; NSTEMI: "
-        "ST depression or T inversion in about half, a nondiagnostic ECG in the rest.",
+        "ST depression or T inversion in about 40 %, a nondiagnostic ECG in the rest.",
         age_log_or_per_decade=0.45, female_log_or=-0.4,
         comorbid_log_or={"cad": 1.8, "smoker": 0.5, "diabetes": 0.4},
         lab_shifts_sd={"troponin_t": 5.0, "creatine_kinase": 2.0, "wbc": 0.7, "glucose": 0.6},
-        ecg=EcgEffects(hr_bpm=8.0), coding_sensitivity=0.95, orders_panels=("troponin", "ck"),
+        ecg=EcgEffects(hr_bpm=6.0), coding_sensitivity=0.95, orders_panels=("troponin", "ck"),
     ),
     Condition(
         "pulmonary_embolism",
@@ -447,7 +452,7 @@ CONDITIONS: tuple[Condition, ...] = (
         female_log_or=-0.8,
         lab_shifts_sd={"alt": 1.5, "ast": 2.2, "bilirubin_total": 2.4, "albumin": -1.6, "inr": 1.6,
                        "platelets": -1.6, "alkaline_phosphatase": 1.2},
-        ecg=EcgEffects(hr_bpm=18.0, qtc_ms=45.0, qrs_amp_log=-0.25, t_amp_log=-0.25), chronic=True,
+        ecg=EcgEffects(hr_bpm=20.0, qtc_ms=48.0, qrs_amp_log=-0.25, t_amp_log=-0.25), chronic=True,
     ),
     Condition(
         "anemia", _single("D649"), 0.07, _V.PARTIAL,
@@ -462,7 +467,7 @@ CONDITIONS: tuple[Condition, ...] = (
         "Prerenal azotemia and hemoconcentration; tachycardia.",
         age_log_or_per_decade=0.4,
         lab_shifts_sd={"urea_nitrogen": 1.8, "creatinine": 0.8, "sodium": 1.0, "hemoglobin": 0.6},
-        vital_shifts={"sbp": -8.0}, ecg=EcgEffects(hr_bpm=10.0), coding_sensitivity=0.6,
+        vital_shifts={"sbp": -8.0}, ecg=EcgEffects(hr_bpm=7.0), coding_sensitivity=0.6,
     ),
     Condition(
         "hyperkalemia", _single("E875"), 0.006, _V.PARTIAL,
@@ -474,8 +479,9 @@ CONDITIONS: tuple[Condition, ...] = (
     ),
     Condition(
         "hypokalemia", _single("E876"), 0.04, _V.PARTIAL,
-        "Potassium low; flat T, U waves, ST depression, long QT(U) follow from the value.",
-        female_log_or=0.3, lab_shifts_sd={"potassium": -3.0}, coding_sensitivity=0.6,
+        "Potassium low; flat T, U waves, ST depression, long QT(U) follow from the value. Most coded hypokalemia "
+        "in the ED is mild (3.0-3.4 mmol/L), where the ECG changes are subtle.",
+        female_log_or=0.3, lab_shifts_sd={"potassium": -2.4}, coding_sensitivity=0.6,
     ),
     Condition(
         "hyponatremia", _single("E871"), 0.04, _V.PARTIAL,
@@ -487,12 +493,12 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition(
         "hypocalcemia", _single("E8351"), 0.01, _V.PARTIAL,
         "Calcium low; a long ST segment and QT follow from the value.",
-        comorbid_log_or={"ckd": 1.2, "sepsis": 0.8}, lab_shifts_sd={"calcium": -3.8}, coding_sensitivity=0.5,
+        comorbid_log_or={"ckd": 1.2, "sepsis": 0.8}, lab_shifts_sd={"calcium": -3.3}, coding_sensitivity=0.5,
     ),
     Condition(
         "hypercalcemia", _single("E8352"), 0.006, _V.PARTIAL,
         "Calcium high; a short QT follows from the value.",
-        age_log_or_per_decade=0.3, lab_shifts_sd={"calcium": 3.8}, coding_sensitivity=0.6,
+        age_log_or_per_decade=0.3, lab_shifts_sd={"calcium": 3.1}, coding_sensitivity=0.6,
     ),
     Condition(
         "hypomagnesemia", _single("E8342"), 0.02, _V.PARTIAL,
@@ -500,7 +506,7 @@ CONDITIONS: tuple[Condition, ...] = (
         "hypokalemia and diuretics. QT prolongation and T flattening follow from the values.",
         comorbid_log_or={"liver_disease": 1.5, "hypokalemia": 2.0, "hypocalcemia": 1.0},
         lab_shifts_sd={"magnesium": -3.0, "potassium": -1.0, "calcium": -0.5},
-        ecg=EcgEffects(hr_bpm=8.0, qtc_ms=10.0),
+        ecg=EcgEffects(hr_bpm=4.0, qtc_ms=4.0),
         coding_sensitivity=0.5,
     ),
     Condition(
@@ -512,13 +518,13 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition(
         "rbbb", _single("I4510"), 0.015, _V.VISIBLE,
         "Conduction disease: rSR' in V1, wide S in I and V6; intermittent in a few.",
-        age_log_or_per_decade=0.5, comorbid_log_or={"copd": 0.6}, sign=EcgEffects(rbbb=1.0), sign_penetrance=0.93,
+        age_log_or_per_decade=0.5, comorbid_log_or={"copd": 0.6}, sign=EcgEffects(rbbb=1.0), sign_penetrance=0.9,
         coding_sensitivity=0.6, chronic=True,
     ),
     Condition(
         "av_block_1", _single("I440"), 0.02, _V.VISIBLE,
-        "PR interval over 200 ms.",
-        age_log_or_per_decade=0.5, ecg=EcgEffects(pr_ms=110.0), coding_sensitivity=0.5, chronic=True,
+        "PR interval over 200 ms; most coded patients sit between 200 and 260 ms.",
+        age_log_or_per_decade=0.5, ecg=EcgEffects(pr_ms=80.0), coding_sensitivity=0.5, chronic=True,
     ),
     Condition(
         "chest_pain", _single("R079"), 0.15, _V.PARTIAL,
@@ -532,7 +538,7 @@ CONDITIONS: tuple[Condition, ...] = (
         "QT (drugs).",
         age_log_or_per_decade=0.4,
         comorbid_log_or={"av_block_1": 0.9, "atrial_fibrillation": 0.5, "dehydration": 0.8, "lbbb": 0.8},
-        ecg=EcgEffects(qtc_ms=5.0, hr_bpm=-3.0), coding_sensitivity=0.9, orders_panels=("troponin", "magnesium"),
+        ecg=EcgEffects(qtc_ms=3.0, hr_bpm=-2.0), coding_sensitivity=0.9, orders_panels=("troponin", "magnesium"),
     ),
     Condition(
         "dyspnea", _single("R0602"), 0.06, _V.PARTIAL,

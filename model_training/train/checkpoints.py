@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model_training.config import TrainConfig
+from model_training.config import TrainConfig, with_defaults
 from model_training.errors import ConfigError
 from model_training.train.loop import FitResult
 
@@ -29,6 +29,26 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def stage_config(config: TrainConfig, stage: str) -> dict[str, object]:
+    """The part of ``config`` that ``stage``'s weights depend on: two runs that agree on it train the same stage."""
+    everything = config.to_dict()
+    return {key: everything[key] for key in (*SHARED_KEYS, *STAGE_SECTIONS[stage])}
+
+
+def stored_stage_config(path: Path) -> dict[str, object]:
+    """What :func:`stage_config` was for the run that wrote the checkpoint ``path``."""
+    return torch.load(path, map_location="cpu", weights_only=True)["config"]
+
+
+def same_stage_settings(stored: dict[str, object], config: TrainConfig, stage: str) -> bool:
+    """Whether a checkpoint whose recorded settings are ``stored`` is what ``config`` would train for ``stage``.
+
+    A setting added after the checkpoint was written is taken at its default (:func:`with_defaults`), so older run
+    folders still resume and evaluate.
+    """
+    return with_defaults(stored, stage_config(TrainConfig(), stage)) == stage_config(config, stage)
+
+
 def checkpoint_path(checkpoint_dir: Path, stage: str) -> Path:
     return checkpoint_dir / f"{stage}.pt"
 
@@ -41,7 +61,7 @@ def save_stage(path: Path, modules: dict[str, nn.Module], result: FitResult, con
         "best_epoch": result.best_epoch,
         "best_score": result.best_score,
         "history": result.history,
-        "config": _stage_config(config, path.stem),
+        "config": stage_config(config, path.stem),
     }
     partial = path.with_suffix(".pt.partial")
     torch.save(payload, partial)
@@ -51,13 +71,8 @@ def save_stage(path: Path, modules: dict[str, nn.Module], result: FitResult, con
 def load_stage(path: Path, modules: dict[str, nn.Module], config: TrainConfig | None) -> FitResult:
     """Load ``modules`` in place from ``path``; with ``config``, refuse one trained under other settings."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if config is not None and payload["config"] != _stage_config(config, path.stem):
+    if config is not None and not same_stage_settings(payload["config"], config, path.stem):
         raise ConfigError(f"{path}: trained with a different configuration; use a new --out or drop --resume")
     for name, module in modules.items():
         module.load_state_dict(payload["modules"][name])
     return FitResult(payload["best_epoch"], payload["best_score"], payload["history"])
-
-
-def _stage_config(config: TrainConfig, stage: str) -> dict[str, object]:
-    everything = config.to_dict()
-    return {key: everything[key] for key in (*SHARED_KEYS, *STAGE_SECTIONS[stage])}

@@ -25,6 +25,7 @@ from model_training.errors import ModelTrainingError
 from model_training.losses import ClipLoss, VicRegLoss, multilabel_loss
 from model_training.models import ClinicalEncoder, EcgEncoder, Head, LateFusionModel
 from model_training.train import builders
+from model_training.train.augment import EcgAugmentation
 from model_training.train.checkpoints import checkpoint_path, load_stage, save_stage
 from model_training.train.data import CohortTensors
 from model_training.train.distributed import DistContext, barrier
@@ -75,10 +76,14 @@ class StageRunner:
         return result
 
     def settings(self, stage: str, epochs: int) -> FitSettings:
-        """Pre-training sees every training study; the labelled stages only ``train_labelled``."""
+        """Pre-training sees every training study (in batches of ``pretrain.batch_size`` when set: the contrastive
+        loss draws its negatives from the batch); the labelled stages only ``train_labelled``."""
         config = self.config
         split = "train" if stage == "pretrain" else "train_labelled"
-        return FitSettings(epochs=epochs, batch_size=config.batch_size, seed=self.seed(stage),
+        batch_size = (
+            config.pretrain.batch_size if stage == "pretrain" and config.pretrain.batch_size else config.batch_size
+        )
+        return FitSettings(epochs=epochs, batch_size=batch_size, seed=self.seed(stage),
                            weight_decay=config.weight_decay, progress=config.progress, desc=stage,
                            split=split, loader_workers=config.loader_workers)  # fmt: skip
 
@@ -103,9 +108,14 @@ def pretrain(runner: StageRunner) -> tuple[EcgEncoder, ClinicalEncoder]:
     clinical = builders.clinical_encoder(config.model, runner.data.scaler, seed=seed + 1)
     projectors = (builders.projector(config.model, seed=seed + 2), builders.projector(config.model, seed=seed + 3))
     loss = ClipLoss(config.pretrain.temperature_init) if config.pretrain.loss == "clip" else VicRegLoss()
-    weight = config.pretrain.regression_weight
-    regression = builders.head(config.model, runner.data.n_features, seed=seed + 4) if weight > 0 else None
-    task = PretrainTask(ecg, clinical, *projectors, loss, regression_head=regression, regression_weight=weight)
+    cfg, n_features = config.pretrain, runner.data.n_features
+    regression = builders.head(config.model, n_features, seed=seed + 4) if cfg.regression_weight > 0 else None
+    rank_seed = seed + 7919 * runner.ctx.rank  # each rank draws its own augmentations and masks
+    augmentation = EcgAugmentation(cfg.augment, seed=rank_seed + 5) if cfg.augment.enabled else None
+    mask_head = builders.head(config.model, n_features, seed=seed + 6) if cfg.mask_ratio > 0 else None
+    task = PretrainTask(ecg, clinical, *projectors, loss, regression_head=regression,
+                        regression_weight=cfg.regression_weight, augmentation=augmentation, mask_head=mask_head,
+                        mask_ratio=cfg.mask_ratio, mask_weight=cfg.mask_weight, mask_seed=rank_seed + 7)  # fmt: skip
     modules = {"ecg_encoder": ecg, "clinical_encoder": clinical, "task": task}
 
     def train() -> FitResult:

@@ -20,6 +20,12 @@ class PretrainTask(nn.Module):
     With a ``regression_head``, the ECG embedding also predicts the (scaled) measured clinical
     features themselves, weighted by ``regression_weight``: a dense per-study signal next to
     the batch-level contrastive one. Still no labels: the targets are the clinical inputs.
+
+    With an ``augmentation``, the ECG windows are augmented in training mode (never in eval mode).
+    With a ``mask_head`` (masked clinical-feature modelling), in training mode each measured feature
+    is hidden from the clinical encoder with probability ``mask_ratio`` (it enters at the training
+    mean, flagged unmeasured) and the clinical embedding must reconstruct the hidden (scaled) values,
+    weighted by ``mask_weight``; the contrastive loss sees the masked clinical view.
     """
 
     def __init__(
@@ -32,6 +38,11 @@ class PretrainTask(nn.Module):
         *,
         regression_head: Head | None = None,
         regression_weight: float = 0.0,
+        augmentation: nn.Module | None = None,
+        mask_head: Head | None = None,
+        mask_ratio: float = 0.0,
+        mask_weight: float = 1.0,
+        mask_seed: int = 0,
     ) -> None:
         super().__init__()
         self.ecg_encoder, self.clinical_encoder = ecg_encoder, clinical_encoder
@@ -39,16 +50,32 @@ class PretrainTask(nn.Module):
         self.loss = loss
         self.regression_head, self.regression_weight = regression_head, regression_weight
         self.regression_loss = MaskedMSELoss()
+        self.augmentation = augmentation
+        self.mask_head, self.mask_ratio, self.mask_weight = mask_head, mask_ratio, mask_weight
+        self.mask_generator = torch.Generator().manual_seed(mask_seed)
 
     def forward(self, batch: Batch) -> Tensor:
-        ecg_embedding = self.ecg_encoder(batch["ecg"])
-        clinical = self.clinical_projector(self.clinical_encoder(batch["values"], batch["observed"]))
-        loss = self.loss(self.ecg_projector(ecg_embedding), clinical)
+        ecg = batch["ecg"] if self.augmentation is None or not self.training else self.augmentation(batch["ecg"])
+        ecg_embedding = self.ecg_encoder(ecg)
+        scaled, observed = self.clinical_encoder.scale(batch["values"]), batch["observed"]
+        hidden = self._hidden(observed) if self.mask_head is not None and self.training else None
+        if hidden is None:
+            clinical_embedding = self.clinical_encoder.embed_scaled(scaled, observed)
+        else:
+            clinical_embedding = self.clinical_encoder.embed_scaled(scaled * (1 - hidden), observed * (1 - hidden))
+        loss = self.loss(self.ecg_projector(ecg_embedding), self.clinical_projector(clinical_embedding))
         if self.regression_head is not None:
-            targets = self.clinical_encoder.scale(batch["values"])
             predicted = self.regression_head(ecg_embedding)
-            loss = loss + self.regression_weight * self.regression_loss(predicted, targets, batch["observed"])
+            loss = loss + self.regression_weight * self.regression_loss(predicted, scaled, observed)
+        if hidden is not None:
+            reconstructed = self.mask_head(clinical_embedding)  # type: ignore[misc]
+            loss = loss + self.mask_weight * self.regression_loss(reconstructed, scaled, hidden)
         return loss
+
+    def _hidden(self, observed: Tensor) -> Tensor:
+        """1 where a measured feature is hidden from the clinical encoder this step."""
+        draw = torch.rand(tuple(observed.shape), generator=self.mask_generator).to(observed.device)
+        return (draw < self.mask_ratio).to(observed.dtype) * observed
 
 
 class EcgHeadsTask(nn.Module):

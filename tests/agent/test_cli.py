@@ -11,7 +11,7 @@ import wfdb
 
 from agent.cli import main
 from integrations.ecg import MIMIC_FILE_LEAD_ORDER
-from integrations.store import EcgStudy, ModelState, Prediction, TargetKind
+from integrations.store import EcgStudy, ModelState, PredictionSet, TargetScores
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
 
@@ -81,7 +81,8 @@ def test_report_draws_a_wfdb_study_with_the_active_models_findings_as_a_one_page
     store.register_model_version("2.0.0", "0" * 64, "/models/2.0.0", manifest, actor="test")
     store.set_model_state("2.0.0", ModelState.ACTIVE, actor="test", reason="test")
     study = store.upsert_study(EcgStudy("wfdb", "ref", "1", 500.0, MIMIC_FILE_LEAD_ORDER))
-    store.put_predictions([Prediction(study.id, "2.0.0", TargetKind.DIAGNOSIS, "I48", 0.93, True)])
+    no_labs = TargetScores((), (), ())
+    store.put_prediction_sets([PredictionSet(study.id, "2.0.0", TargetScores(("I48",), (0.93,), (True,)), no_labs)])
     out = tmp_path / "out" / "ref.pdf"
     assert _agent(config, "report", str(study.id), "--pdf", str(out), "--paper", "letter") == 0
     assert capsys.readouterr().out.strip() == str(out)

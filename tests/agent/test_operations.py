@@ -28,15 +28,15 @@ from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.ecg_plot import LETTER_LANDSCAPE, PrintoutFinding
 from integrations.store import (
     EcgStudy,
-    Explanation,
     InboxMessage,
     InboxStatus,
+    LabLink,
     ModelState,
-    Prediction,
+    PredictionSet,
     QuarantineEntry,
     QuarantineState,
     StudyStatus,
-    TargetKind,
+    TargetScores,
 )
 
 SCORING = ScoringSettings(batch_size=8)
@@ -174,13 +174,10 @@ def _scored_study(store, version: str = "2.0.0", state: ModelState = ModelState.
     if state != ModelState.REGISTERED:
         store.set_model_state(version, state, actor="test", reason="test")
     study = store.upsert_study(EcgStudy("wfdb", "p1/s1/ref", "1", 500.0, MODEL_LEAD_ORDER))
-    dx, lab = TargetKind.DIAGNOSIS, TargetKind.LAB
-    scored = [(dx, "I48", 0.93, True), (dx, "E875", 0.64, True), (dx, "N18", 0.2, False), (dx, "R00", 0.7, True),
-              (lab, "potassium_high", 0.82, True), (lab, "tsh_high", 0.57, True)]  # fmt: skip
-    store.put_predictions(
-        [Prediction(study.id, version, kind, code, p, positive) for kind, code, p, positive in scored]
-    )
-    store.put_explanations([Explanation(study.id, version, "I48", "potassium_high", 2.1)])
+    diagnoses = TargetScores(("I48", "E875", "N18", "R00"), (0.93, 0.64, 0.2, 0.7), (True, True, False, True))
+    labs = TargetScores(("potassium_high", "tsh_high"), (0.82, 0.57), (True, True))
+    explanations = (LabLink("I48", "potassium_high", 2.1),)
+    store.put_prediction_sets([PredictionSet(study.id, version, diagnoses, labs, explanations)])
     return study.id
 
 

@@ -68,6 +68,7 @@ def test_each_row_says_how_far_off_it_is_and_whether_it_counts(calibrated):
         assert row["difference"] == pytest.approx(row["simulated"] - row["published"])
         assert row["within"] == (abs(row["difference"]) <= TOLERANCE)
         assert row["counted"] == (row["test_positives"] >= MIN_TEST_POSITIVES)
+        assert 0.0 <= row["multimodal"] <= 1.0, "the multimodal baseline's AUROC on the same code"
     counted = [row for row in result["codes"] if row["counted"]]
     assert result["counted"] == len(counted)
     assert result["within"] == sum(row["within"] for row in counted)
@@ -83,11 +84,14 @@ def test_prints_the_table_and_writes_the_figure(calibrated, capsys):
                  str(CONFIG_DIR / "tiny.yaml"), "--resume", "--no-progress"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "| code | description | test positives | simulated | published [95 % CI] |" in printed
+    assert printed.splitlines()[0].endswith("| multimodal |")
     assert "macro AUROC ECG-only" in printed and "MDS-ED 0.768" in printed
 
 
 def _row(code: str, simulated: float, published: float, positives: int = 50) -> CodeCalibration:
-    return CodeCalibration(code, code, positives, simulated, published, published - 0.02, published + 0.02)
+    return CodeCalibration(
+        code, code, positives, simulated, published, published - 0.02, published + 0.02, multimodal=simulated + 0.05
+    )
 
 
 def test_the_goal_is_four_in_five_counted_codes_within_the_band_and_none_far_off():

@@ -62,21 +62,22 @@ def _table_counts(store: Store) -> dict[str, int]:
     with store.engine.connect() as connection:
         return {
             table.name: connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            for table in (t.ecg_studies, t.predictions, t.outbox, t.quarantine)
+            for table in (t.ecg_studies, t.study_predictions, t.outbox, t.quarantine)
         }
 
 
 def _assert_each_scored_study_once(store: Store) -> None:
-    """Every scored study has one prediction per target and one outbox row; no key appears twice."""
+    """Every scored study has one prediction set of every target and one outbox row; no key appears twice."""
     with store.engine.connect() as connection:
         per_study = dict(
             connection.execute(
-                sa.select(t.predictions.c.study_id, sa.func.count()).group_by(t.predictions.c.study_id)
+                sa.select(t.study_predictions.c.study_id, sa.func.count()).group_by(t.study_predictions.c.study_id)
             ).all()
         )
         outbox = connection.execute(sa.select(t.outbox.c.payload)).scalars().all()
     scored = store.list_studies(status=StudyStatus.SCORED, limit=10_000)
-    assert {study.id: per_study.get(study.id) for study in scored} == {study.id: N_TARGETS for study in scored}
+    assert {study.id: per_study.get(study.id) for study in scored} == {study.id: 1 for study in scored}
+    assert all(len(store.get_predictions(study.id)) == N_TARGETS for study in scored)
     assert sorted(payload["study_id"] for payload in outbox) == sorted(study.id for study in scored)
 
 

@@ -2,7 +2,11 @@
 
 import pytest
 
-from integrations.store import EcgStudy, OutboxMessage, Prediction, StoreIntegrityError, TargetKind
+from integrations.store import EcgStudy, OutboxMessage, PredictionSet, StoreIntegrityError, TargetScores
+
+
+def _set(study_id: int) -> PredictionSet:
+    return PredictionSet(study_id, "m-1.0", TargetScores(("I48",), (0.9,), (True,)), TargetScores((), (), ()))
 
 
 class Crash(Exception):
@@ -10,7 +14,7 @@ class Crash(Exception):
 
 
 def _score(unit, study_id: int) -> None:
-    unit.put_predictions([Prediction(study_id, "m-1.0", TargetKind.DIAGNOSIS, "I48", 0.9, True)])
+    unit.put_prediction_sets([_set(study_id)])
     unit.enqueue_outbox(OutboxMessage("fhir", f"ecg-{study_id}|m-1.0|I48", {"value": 0.9}))
     unit.advance_watermark("fhir", "2026-01-01T00:00:00Z")
 
@@ -42,7 +46,7 @@ def test_a_database_error_inside_a_unit_of_work_rolls_back_the_earlier_writes(st
     study_id = _study_id(store)
     with pytest.raises(StoreIntegrityError), store.transaction() as unit:
         unit.enqueue_outbox(OutboxMessage("fhir", "k", {}))
-        unit.put_predictions([Prediction(999, "m-1.0", TargetKind.LAB, "potassium_high", 0.1, False)])
+        unit.put_prediction_sets([_set(999)])
     assert store.get_outbox_message("k") is None
     assert store.get_predictions(study_id) == []
 

@@ -12,7 +12,7 @@ from integrations.ecg import MIMIC_FILE_LEAD_ORDER
 from integrations.wfdb_files import read_wfdb
 from model_training.data.cohort import CohortConfig, build_cohort, load_cohort
 from model_training.data.layout import DataLayout
-from model_training.simulator.hospital import sample_patient
+from model_training.simulator.hospital import CODING_FALSE_POSITIVE_SHARE, CONDITION_BY_KEY, sample_patient
 from model_training.simulator.simulate import COMPLETION_MARKER, SIMULATOR_VERSION, simulate_hospital
 
 N_PATIENTS = 30
@@ -85,6 +85,19 @@ def test_labs_follow_the_coded_condition():
                     draws["ckd" if "ckd" in keys else "no_ckd"].append(draw.value)
     assert np.mean(draws["hyperkalemia"]) > 5.1 > np.mean(draws["other"])
     assert np.median(draws["ckd"]) > 1.5 * np.median(draws["no_ckd"])
+
+
+def test_a_small_share_of_codes_is_written_without_the_condition_as_in_coding_audits():
+    """Label noise: some codes come with no physiology (rule-out diagnoses, copied problem lists), never most."""
+    coded, unsupported = 0, 0
+    for index in range(800):
+        for visit in sample_patient(5, index).visits:
+            present = {CONDITION_BY_KEY[c.key].variants[c.variant].icd10 for c in visit.conditions}
+            assert not present & set(visit.unsupported_codes), "an unsupported code names a condition the visit has"
+            assert set(visit.unsupported_codes) <= set(visit.icd10_codes)
+            coded += len(visit.icd10_codes)
+            unsupported += len(visit.unsupported_codes)
+    assert 0.02 < unsupported / coded < CODING_FALSE_POSITIVE_SHARE
 
 
 def test_the_simulator_version_travels_from_the_marker_into_the_cohort(hospital, tmp_path):
