@@ -1,11 +1,14 @@
 """Peak memory of `ecg-agent run-once` as its own process, on nights of 1,000 and 10,000 ECGs. Prints one JSON object.
 
     .venv/bin/python bench/run_once_memory.py [--ecgs 1000 10000] [--artifact out/demo/model] [--data data/sim]
+    .venv/bin/python bench/run_once_memory.py --source fhir --ecgs 500 2000
 
 A hospital's big night comes as files: the bench seeds, in a step of its own before anything is measured, a WFDB
 drop folder of N records (symlinks to the simulated hospital's 12-lead, 10 s, 500 Hz records, each under its own
 folder so that every one is a new study; ``--data`` names a simulated hospital, otherwise a small one is
-simulated here). Each night gets a fresh SQLite store into which the model (``--artifact``, otherwise a fresh
+simulated here). ``--source fhir`` seeds the local FHIR test server instead (N ECG Observations, pulled page by
+page; the test server keeps every Observation in its own memory, so nights of a few thousand fit this machine,
+not 10,000). Each night gets a fresh SQLite store into which the model (``--artifact``, otherwise a fresh
 untrained model of the demo size) is registered and promoted with the agent's own admin CLI (`ecg-agent db
 upgrade`, `model register`, `model promote`). Then `python -m agent.cli run-once` runs as a child process and
 the bench polls that process's own peak RSS (``VmHWM`` in ``/proc/PID/status``) until it exits, and takes its
@@ -16,7 +19,7 @@ bench's own RSS.)
 ``baseline`` is the same process on an empty folder: importing Python, torch and the agent and loading the
 model, with nothing to score. ``growth_<first>_to_<last>_percent`` compares the peak RSS of the smallest and
 largest nights; the goal is a peak below 1.5 GB and within +10 % from 1,000 to 10,000 ECGs. No sink is
-enabled (WFDB-sourced results are stored in SQL): what is measured is pull, validate, score and commit. On a
+enabled (results are stored in SQL): what is measured is pull, validate, score and commit. On a
 shared machine the wall times move with the load (``load_avg_1min_at_end``); the peak RSS does not.
 """
 
@@ -30,19 +33,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 from demo_artifact import fresh_demo_artifact
 
+from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
 from integrations.store import Store
+from integrations.wfdb_files import read_wfdb
 from model_training.artifact import MANIFEST_FILE
 from model_training.data.layout import DataLayout
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from fhir_test_server import fhir_test_server
 
 GOAL_PEAK_RSS_MB = 1536
 GOAL_GROWTH_PERCENT = 10.0
 SIMULATED_PATIENTS = 200
+FHIR_PAGE_SIZE = 100
 #: How often the child's VmHWM is read; a high-water mark, so only growth in the last interval could be missed.
 POLL_S = 0.05
 
@@ -79,15 +90,56 @@ def _record_pool(data: Path) -> list[Path]:
     return [Path(f"{path}.hea") for path in paths]
 
 
-def _seed_night(night: Path, ecg_root: Path, pool: list[Path], n: int) -> None:
-    """``n`` records in ``night``: copy ``i`` links the pool's record ``i mod len(pool)`` under ``cNNNNN/``."""
-    night.mkdir(parents=True)
-    for index in range(n):
-        header = pool[index % len(pool)]
-        folder = night / f"c{index:05d}" / header.parent
-        folder.mkdir(parents=True)
-        for file in (ecg_root / header.parent).glob(f"{header.stem}.*"):
-            (folder / file.name).symlink_to(file.resolve())
+class NightSource(Protocol):
+    """Where a night's ECGs wait: seeded before the measured run, named in its settings."""
+
+    name: str
+
+    def seed(self, folder: Path, n: int) -> str:
+        """Make ``n`` new ECGs wait for a fresh store; the settings section that points run-once at them."""
+        ...
+
+
+class WfdbNights:
+    """A drop folder per night: copy ``i`` links the pool's record ``i mod len(pool)`` under ``cNNNNN/``."""
+
+    name = "wfdb"
+
+    def __init__(self, ecg_root: Path, pool: list[Path]) -> None:
+        self._ecg_root, self._pool = ecg_root, pool
+
+    def seed(self, folder: Path, n: int) -> str:
+        night = folder / "wfdb"
+        night.mkdir()
+        for index in range(n):
+            header = self._pool[index % len(self._pool)]
+            copy = night / f"c{index:05d}" / header.parent
+            copy.mkdir(parents=True)
+            for file in (self._ecg_root / header.parent).glob(f"{header.stem}.*"):
+                (copy / file.name).symlink_to(file.resolve())
+        return f'[sources.wfdb]\nenabled = true\npath = "{night}"\nsettle_s = 0\n'
+
+
+class FhirNights:
+    """One FHIR test server for every night: topped up to ``n`` ECG Observations, all new to a fresh store."""
+
+    name = "fhir"
+
+    def __init__(self, base_url: str, ecg_root: Path, pool: list[Path]) -> None:
+        self._base_url = base_url
+        self._records = [read_wfdb(ecg_root / header.with_suffix("")) for header in pool]
+        self._stored = 0
+
+    def seed(self, folder: Path, n: int) -> str:
+        if n < self._stored:
+            raise ValueError(f"the server already holds {self._stored} ECGs; measure the nights in growing order")
+        with FhirClient(FhirConfig(base_url=self._base_url)) as client:
+            for index in range(self._stored, n):
+                record = self._records[index % len(self._records)]
+                client.create(ecg_to_observation(record, subject_reference=f"Patient/bench-{index}"))
+        self._stored = n
+        return (f"[sources.fhir]\nenabled = true\npage_size = {FHIR_PAGE_SIZE}\n"
+                f'[sources.fhir.server]\nbase_url = "{self._base_url}"\n')  # fmt: skip
 
 
 def _agent(config: Path, *args: str) -> list[str]:
@@ -101,13 +153,13 @@ def _admin(config: Path, *args: str) -> None:
         raise RuntimeError(f"ecg-agent {' '.join(args)} exited {done.returncode}: {done.stdout.decode()}")
 
 
-def _hospital(folder: Path, night: Path, artifact: Path, version: str, batch_size: int) -> tuple[Path, str]:
-    """A fresh store with ``version`` active (through the admin CLI) and ``night`` as its WFDB folder."""
+def _hospital(folder: Path, source: str, artifact: Path, version: str, batch_size: int) -> tuple[Path, str]:
+    """A fresh store with ``version`` active (through the admin CLI), reading the night from ``source``."""
     url = f"sqlite:///{folder / 'agent.db'}"
     config = folder / "agent.toml"
     config.write_text(
         f'database_url = "{url}"\nregistry_dir = "{folder / "registry"}"\n[scoring]\nbatch_size = {batch_size}\n'
-        f'[sources.wfdb]\nenabled = true\npath = "{night}"\nsettle_s = 0\n'
+        + source
     )
     _admin(config, "db", "upgrade")
     _admin(config, "model", "register", str(artifact))
@@ -153,16 +205,14 @@ def _vm_hwm_kb(pid: int) -> int:
     return 0
 
 
-def _measure(work: Path, data: Path, pool: list[Path], n: int, artifact: Path, version: str, batch_size: int) -> Night:
+def _measure(work: Path, nights: NightSource, n: int, artifact: Path, version: str, batch_size: int) -> Night:
     folder = work / f"night-{n}"
     folder.mkdir()
-    night = folder / "wfdb"
-    _seed_night(night, data / DataLayout().ecg_root, pool, n)
-    config, url = _hospital(folder, night, artifact, version, batch_size)
+    config, url = _hospital(folder, nights.seed(folder, n), artifact, version, batch_size)
     measured = _run_once(config, url, n, folder / "run-once.log")
     if measured.exit_code not in (0, 3):  # 3: the simulated hospital's unusable ECGs passed the failure rate
         raise RuntimeError(f"run-once exited {measured.exit_code}: {(folder / 'run-once.log').read_text()[-2000:]}")
-    shutil.rmtree(night)  # 10,000 links, dropped before the next night is seeded
+    shutil.rmtree(folder / "wfdb", ignore_errors=True)  # 10,000 links, dropped before the next night is seeded
     return measured
 
 
@@ -179,6 +229,7 @@ def main() -> None:
     parser.add_argument("--ecgs", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--artifact", type=Path, default=None, help="an exported model (default: fresh demo-size)")
     parser.add_argument("--data", type=Path, default=None, help="a simulated hospital (default: simulate one)")
+    parser.add_argument("--source", choices=("wfdb", "fhir"), default="wfdb")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-run-once-memory-"))
@@ -187,13 +238,20 @@ def main() -> None:
         version = json.loads((artifact / MANIFEST_FILE).read_text())["model_version"]
         data = args.data or _simulated_hospital(work / "sim")
         pool = _record_pool(data)
-        baseline = _measure(work, data, pool, 0, artifact, version, args.batch_size)
-        nights = [_measure(work, data, pool, n, artifact, version, args.batch_size) for n in sorted(args.ecgs)]
+        ecg_root = data / DataLayout().ecg_root
+        with ExitStack() as stack:
+            source: NightSource = (
+                WfdbNights(ecg_root, pool)
+                if args.source == "wfdb"
+                else FhirNights(stack.enter_context(fhir_test_server()), ecg_root, pool)
+            )
+            baseline = _measure(work, source, 0, artifact, version, args.batch_size)
+            nights = [_measure(work, source, n, artifact, version, args.batch_size) for n in sorted(args.ecgs)]
         first, last = nights[0], nights[-1]
         growth = round(100 * (last.peak_rss_mb - first.peak_rss_mb) / first.peak_rss_mb, 1)
         print(json.dumps({
             "benchmark": "run_once_memory",
-            "source": "wfdb",
+            "source": args.source,
             "batch_size": args.batch_size,
             "record_pool": len(pool),
             "cores": len(os.sched_getaffinity(0)),
