@@ -2,9 +2,13 @@
 single-process agent (`run-once` over the same archive as its WFDB folder). Prints one JSON object.
 
     .venv/bin/python bench/backfill.py [--ecgs 300] [--artifact out/demo/model]
+    .venv/bin/python bench/backfill.py --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 The archive is a MIMIC-like WFDB tree of ``--ecgs`` 12-lead, 10 s, 500 Hz records (format 16), written once.
-Each measurement scores all of it into a fresh SQLite store with the same registered model (default: a fresh
+Each measurement scores all of it into a fresh store (a SQLite file; with ``--postgres-url``, a database of its own
+created on that PostgreSQL server, which must let the URL's user create databases without a password in the URL;
+they stay there for inspection and the next run recreates them)
+with the same registered model (default: a fresh
 model of the demo size, untrained: throughput does not depend on the weights), so nothing is already scored:
 
 - ``single_process``: one ``run-once`` with ``sources.wfdb`` on the archive (read, validate, score, commit);
@@ -13,7 +17,8 @@ model of the demo size, untrained: throughput does not depend on the weights), s
 
 ``ratio_to_single_process`` = backfill ECG/s ÷ single-process ECG/s. Dask's nanny starts each worker with one
 math thread (OMP_NUM_THREADS=1); the single process lets torch use every core. SQLite takes one writer at a
-time, so the workers' commits queue on its lock. On a shared machine read the figures with the load average.
+time, so the workers' commits queue on its lock; PostgreSQL takes them side by side. On a shared machine read the
+figures with the load average.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psycopg
+import sqlalchemy as sa
 from demo_artifact import VERSION, fresh_demo_artifact
 
 from agent.backfill.archive import ArchiveRoots
@@ -53,13 +60,30 @@ def _write_archive(root: Path, n: int) -> Path:
     return root
 
 
-def _hospital(work: Path, name: str, archive: Path, artifact: Path, batch_size: int) -> tuple[Path, AgentSettings]:
+def _fresh_database(postgres_url: str, name: str) -> str:
+    """The URL of a new, empty database ``name`` on the server of ``postgres_url`` (dropped first if it exists)."""
+    url = sa.make_url(postgres_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                         dbname=url.database, autocommit=True) as connection:  # fmt: skip
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _hospital(
+    work: Path, name: str, archive: Path, artifact: Path, batch_size: int, postgres_url: str | None
+) -> tuple[Path, AgentSettings]:
     """A fresh store with the model active; its settings name the archive as the nightly WFDB folder."""
     folder = work / name
     folder.mkdir()
     config = folder / "agent.toml"
+    database_url = (
+        _fresh_database(postgres_url, f"bench_backfill_{name.replace('-', '_')}")
+        if postgres_url
+        else f"sqlite:///{folder / 'agent.db'}"
+    )
     config.write_text(
-        f'database_url = "sqlite:///{folder / "agent.db"}"\nregistry_dir = "{folder / "registry"}"\n'
+        f'database_url = "{database_url}"\nregistry_dir = "{folder / "registry"}"\n'
         f"[scoring]\nbatch_size = {batch_size}\n"
         f'[sources.wfdb]\nenabled = true\npath = "{archive}"\nsettle_s = 0\n'
     )
@@ -105,6 +129,7 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, default=None, help="an exported model (default: fresh demo-size)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--files-per-partition", type=int, default=32)
+    parser.add_argument("--postgres-url", default=None, help="a PostgreSQL server to create the stores on")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     try:
@@ -112,13 +137,15 @@ def main() -> None:
         archive = _write_archive(work / "archive", args.ecgs)
         results: dict[str, object] = {
             "ecgs": args.ecgs, "batch_size": args.batch_size, "files_per_partition": args.files_per_partition,
-            "cores": os.cpu_count(),
+            "cores": os.cpu_count(), "database": "postgresql" if args.postgres_url else "sqlite",
         }  # fmt: skip
-        config, settings = _hospital(work, "single", archive, artifact, args.batch_size)
+        config, settings = _hospital(work, "single", archive, artifact, args.batch_size, args.postgres_url)
         single = _single_process(settings, args.ecgs)
         results["single_process"] = single
         for workers in (1, 2):
-            config, settings = _hospital(work, f"backfill-{workers}", archive, artifact, args.batch_size)
+            config, settings = _hospital(
+                work, f"backfill-{workers}", archive, artifact, args.batch_size, args.postgres_url
+            )
             measured = _backfill(config, settings, archive, args.ecgs, workers, args.files_per_partition)
             measured["ratio_to_single_process"] = round(measured["ecg_per_s"] / single["ecg_per_s"], 2)
             results[f"backfill_{workers}_worker{'s' if workers > 1 else ''}"] = measured
