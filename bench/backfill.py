@@ -2,9 +2,13 @@
 single-process agent (`run-once` over the same archive as its WFDB folder). Prints one JSON object.
 
     .venv/bin/python bench/backfill.py [--ecgs 300] [--artifact out/demo/model]
+    .venv/bin/python bench/backfill.py --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 The archive is a MIMIC-like WFDB tree of ``--ecgs`` 12-lead, 10 s, 500 Hz records (format 16), written once.
-Each measurement scores all of it into a fresh SQLite store with the same registered model (default: a fresh
+Each measurement scores all of it into a fresh store (a SQLite file; with ``--postgres-url``, a database of its own
+created on that PostgreSQL server, which must let the URL's user create databases without a password in the URL;
+they stay there for inspection and the next run recreates them)
+with the same registered model (default: a fresh
 model of the demo size, untrained: throughput does not depend on the weights), so nothing is already scored:
 
 - ``single_process``: one ``run-once`` with ``sources.wfdb`` on the archive (read, validate, score, commit);
@@ -13,7 +17,8 @@ model of the demo size, untrained: throughput does not depend on the weights), s
 
 ``ratio_to_single_process`` = backfill ECG/s ÷ single-process ECG/s. Dask's nanny starts each worker with one
 math thread (OMP_NUM_THREADS=1); the single process lets torch use every core. SQLite takes one writer at a
-time, so the workers' commits queue on its lock. On a shared machine read the figures with the load average.
+time, so the workers' commits queue on its lock; PostgreSQL takes them side by side. On a shared machine read the
+figures with the load average.
 """
 
 from __future__ import annotations
@@ -27,51 +32,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+import psycopg
+import sqlalchemy as sa
+from demo_artifact import VERSION, fresh_demo_artifact
 
 from agent.backfill.archive import ArchiveRoots
 from agent.backfill.client import BackfillPlan, dask_client, run_backfill
 from agent.registry import ModelRegistry
 from agent.service import AgentService
 from agent.settings import AgentSettings, load_settings
-from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord, PreprocessConfig
+from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.store import Store
 from integrations.wfdb_files import write_wfdb
-from model_training.config import DEFAULT_CONFIG, load_config
-from model_training.data.labels import LabTarget
-from model_training.evaluate import Estimate, OperatingThresholds
-from model_training.export import export_artifact
-from model_training.release import OperatingPoint, ReleaseTable, release_entry, release_rule
-from model_training.scoring import EcgScoringModule
-from model_training.train.builders import ecg_encoder, head
-
-DX_CODES = ("I48", "E875", "I509", "N183")
-LAB_TARGETS = (LabTarget("potassium", "high", 5.1), LabTarget("hemoglobin", "low", 12.0))
-
-
-def _fresh_artifact(out_dir: Path) -> Path:
-    """The demo config's encoder and heads, untrained, exported as version bench-1.0.0."""
-    config = load_config(DEFAULT_CONFIG)
-    preprocess = PreprocessConfig()
-    module = EcgScoringModule(
-        ecg_encoder(config.model, seed=0), head(config.model, len(DX_CODES), seed=1),
-        head(config.model, len(LAB_TARGETS), seed=2), window_samples=preprocess.window_samples,
-    ).eval()  # fmt: skip
-    rule = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
-    entry = release_entry(Estimate(0.92, 0.86, 0.97), OperatingPoint(0.7, 0.9, 0.42, 0.1, 20, 200), rule)
-    no_value = {"value": None}
-    metrics = {
-        "diagnosis": {"macro_auroc": {"ours": no_value}, "delta_ours_minus_ecg_only": no_value, "gap_closed": no_value},
-        "labs": {"macro_auroc": {"ours": no_value}},
-    }
-    return export_artifact(
-        module, out_dir=out_dir, model_name="bench-demo-size", model_version="bench-1.0.0", dx_labels=DX_CODES,
-        lab_targets=LAB_TARGETS,
-        thresholds=OperatingThresholds("bench", dict.fromkeys(DX_CODES, 0.5), {t.name: 0.5 for t in LAB_TARGETS}),
-        release=ReleaseTable(rule, dict.fromkeys(DX_CODES, entry), {t.name: entry for t in LAB_TARGETS}),
-        preprocess=preprocess, metrics=metrics, data_fingerprint="bench",
-        example_input=torch.zeros(1, 12, 2 * preprocess.window_samples),
-    )  # fmt: skip
 
 
 def _write_archive(root: Path, n: int) -> Path:
@@ -88,13 +60,30 @@ def _write_archive(root: Path, n: int) -> Path:
     return root
 
 
-def _hospital(work: Path, name: str, archive: Path, artifact: Path, batch_size: int) -> tuple[Path, AgentSettings]:
+def _fresh_database(postgres_url: str, name: str) -> str:
+    """The URL of a new, empty database ``name`` on the server of ``postgres_url`` (dropped first if it exists)."""
+    url = sa.make_url(postgres_url)
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                         dbname=url.database, autocommit=True) as connection:  # fmt: skip
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _hospital(
+    work: Path, name: str, archive: Path, artifact: Path, batch_size: int, postgres_url: str | None
+) -> tuple[Path, AgentSettings]:
     """A fresh store with the model active; its settings name the archive as the nightly WFDB folder."""
     folder = work / name
     folder.mkdir()
     config = folder / "agent.toml"
+    database_url = (
+        _fresh_database(postgres_url, f"bench_backfill_{name.replace('-', '_')}")
+        if postgres_url
+        else f"sqlite:///{folder / 'agent.db'}"
+    )
     config.write_text(
-        f'database_url = "sqlite:///{folder / "agent.db"}"\nregistry_dir = "{folder / "registry"}"\n'
+        f'database_url = "{database_url}"\nregistry_dir = "{folder / "registry"}"\n'
         f"[scoring]\nbatch_size = {batch_size}\n"
         f'[sources.wfdb]\nenabled = true\npath = "{archive}"\nsettle_s = 0\n'
     )
@@ -103,7 +92,7 @@ def _hospital(work: Path, name: str, archive: Path, artifact: Path, batch_size: 
     store.upgrade()
     registry = ModelRegistry(store, settings.registry_dir, actor="bench")
     registry.register(artifact)
-    registry.promote("bench-1.0.0", reason="bench")
+    registry.promote(VERSION, reason="bench")
     store.dispose()
     return config, settings
 
@@ -140,20 +129,23 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, default=None, help="an exported model (default: fresh demo-size)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--files-per-partition", type=int, default=32)
+    parser.add_argument("--postgres-url", default=None, help="a PostgreSQL server to create the stores on")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     try:
-        artifact = args.artifact or _fresh_artifact(work / "artifact")
+        artifact = args.artifact or fresh_demo_artifact(work / "artifact")
         archive = _write_archive(work / "archive", args.ecgs)
         results: dict[str, object] = {
             "ecgs": args.ecgs, "batch_size": args.batch_size, "files_per_partition": args.files_per_partition,
-            "cores": os.cpu_count(),
+            "cores": os.cpu_count(), "database": "postgresql" if args.postgres_url else "sqlite",
         }  # fmt: skip
-        config, settings = _hospital(work, "single", archive, artifact, args.batch_size)
+        config, settings = _hospital(work, "single", archive, artifact, args.batch_size, args.postgres_url)
         single = _single_process(settings, args.ecgs)
         results["single_process"] = single
         for workers in (1, 2):
-            config, settings = _hospital(work, f"backfill-{workers}", archive, artifact, args.batch_size)
+            config, settings = _hospital(
+                work, f"backfill-{workers}", archive, artifact, args.batch_size, args.postgres_url
+            )
             measured = _backfill(config, settings, archive, args.ecgs, workers, args.files_per_partition)
             measured["ratio_to_single_process"] = round(measured["ecg_per_s"] / single["ecg_per_s"], 2)
             results[f"backfill_{workers}_worker{'s' if workers > 1 else ''}"] = measured

@@ -41,76 +41,19 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from demo_artifact import fresh_demo_artifact
 
 from agent.registry import ModelRegistry
 from agent.scoring import score_records
 from agent.service import AgentService
 from agent.settings import load_settings
-from integrations.ecg import PreprocessConfig
 from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
 from integrations.wfdb_files import read_wfdb
-from model_training.artifact import LabAssociation, load_artifact
-from model_training.config import DEFAULT_CONFIG, load_config
-from model_training.data.catalogue import LABS
-from model_training.data.labels import LabTarget
+from model_training.artifact import load_artifact
 from model_training.data.layout import DataLayout
-from model_training.evaluate import Estimate, OperatingThresholds
-from model_training.export import export_artifact
-from model_training.release import OperatingPoint, ReleaseTable, release_entry, release_rule
-from model_training.scoring import EcgScoringModule
-from model_training.simulator_calibration import load_reference
-from model_training.train.builders import ecg_encoder, head
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fhir_test_server import fhir_test_server
-
-#: The demo model's outputs, and what the demo night has per ECG (README: 15.4 positives, 2.1 charted).
-N_DX, N_LAB = 82, 45
-POSITIVE_DX, POSITIVE_LAB, CHARTED_POSITIVE, CHARTED = 10, 5, 2, 17
-FRESH_VERSION = "bench-1.0.0"
-
-
-def _fresh_artifact(out_dir: Path) -> Path:
-    """A demo-size model, untrained, whose thresholds give every ECG the demo night's positives and charted findings.
-
-    The first POSITIVE_DX diagnoses and POSITIVE_LAB lab targets have threshold 0 (always positive), the
-    rest 1 (never); the first CHARTED_POSITIVE diagnoses are charted, and so are CHARTED − CHARTED_POSITIVE
-    of the never-positive ones; each positive diagnosis is explained by the positive lab targets.
-    """
-    config = load_config(DEFAULT_CONFIG)
-    preprocess = PreprocessConfig()
-    dx_codes = tuple(sorted(load_reference()))[:N_DX]
-    labs = [LabTarget(lab.key, direction, bound) for lab in LABS
-            for direction, bound in (("low", lab.ref_low), ("high", lab.ref_high)) if bound][:N_LAB]  # fmt: skip
-    module = EcgScoringModule(
-        ecg_encoder(config.model, seed=0), head(config.model, N_DX, seed=1), head(config.model, N_LAB, seed=2),
-        window_samples=preprocess.window_samples, clip_mv=preprocess.clip_mv,
-    ).eval()  # fmt: skip
-    rule = release_rule(min_auroc_ci_low=0.8, min_ppv=0.3, min_positives=10, n_bootstrap=20, seed=0)
-    charted = release_entry(Estimate(0.92, 0.86, 0.97), OperatingPoint(0.7, 0.9, 0.42, 0.1, 20, 200), rule)
-    stored = release_entry(Estimate(0.70, 0.60, 0.80), OperatingPoint(0.5, 0.8, 0.20, 0.1, 20, 200), rule)
-    charted_dx = set(dx_codes[:CHARTED_POSITIVE] + dx_codes[POSITIVE_DX : POSITIVE_DX + CHARTED - CHARTED_POSITIVE])
-    positive_labs = [target.name for target in labs[:POSITIVE_LAB]]
-    thresholds = OperatingThresholds(
-        "bench",
-        {code: 0.0 if i < POSITIVE_DX else 1.0 for i, code in enumerate(dx_codes)},
-        {target.name: 0.0 if i < POSITIVE_LAB else 1.0 for i, target in enumerate(labs)},
-    )
-    no_value = {"value": None}
-    metrics = {
-        "diagnosis": {"macro_auroc": {"ours": no_value}, "delta_ours_minus_ecg_only": no_value, "gap_closed": no_value},
-        "labs": {"macro_auroc": {"ours": no_value}},
-    }
-    return export_artifact(
-        module, out_dir=out_dir, model_name="bench-demo-size", model_version=FRESH_VERSION, dx_labels=dx_codes,
-        lab_targets=labs,
-        thresholds=thresholds,
-        release=ReleaseTable(rule, {code: charted if code in charted_dx else stored for code in dx_codes},
-                             {t.name: stored for t in labs}),
-        explanations={code: [LabAssociation(lab, 2.0, 20) for lab in positive_labs] for code in dx_codes[:POSITIVE_DX]},
-        preprocess=preprocess, metrics=metrics, data_fingerprint="bench",
-        example_input=torch.zeros(1, 12, 2 * preprocess.window_samples),
-    )  # fmt: skip
 
 
 def _records(data: Path, n: int) -> list:
@@ -236,7 +179,7 @@ def main() -> None:
     records = _records(args.data, args.ecgs)
     fresh_dir = tempfile.TemporaryDirectory()
     fresh = args.fresh_model or not args.artifact.exists()
-    artifact_dir = _fresh_artifact(Path(fresh_dir.name)) if fresh else args.artifact
+    artifact_dir = fresh_demo_artifact(Path(fresh_dir.name)) if fresh else args.artifact
     artifact = load_artifact(artifact_dir)
 
     started, started_cpu_s = time.perf_counter(), time.process_time()

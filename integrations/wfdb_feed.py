@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -131,13 +132,33 @@ def scan(
         candidate = _Record(folder, folder / f"{record_id}.hea", source)
         if (item := _examine(candidate, store, float("-inf"), settled_before_s, device_timezone)) is not None:
             yield item
-    for header_path in sorted(folder.rglob("*.hea")):
+    for header_path in headers_in_path_order(folder):
         candidate = _Record(folder, header_path, source)
         if candidate.record_id in examined_first:
             continue
         if (item := _examine(candidate, store, cutoff_s, settled_before_s, device_timezone)) is not None:
             yield item
     store.advance_watermark(watermark_key, datetime.fromtimestamp(settled_before_s, UTC).isoformat())
+
+
+def headers_in_path_order(folder: Path) -> Iterator[Path]:
+    """Every ``*.hea`` file under ``folder``, in path order (as ``sorted(folder.rglob("*.hea"))``), found as the walk
+    reaches each directory.
+
+    A night's folder may hold tens of thousands of records: the walk holds the names of the directories it is
+    in, never every path at once. Like ``rglob``, it does not follow links to directories (linked files count)
+    and passes over a directory it may not read or that vanished.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            listing = sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    for name, is_directory in listing:
+        if is_directory:
+            yield from headers_in_path_order(folder / name)
+        elif name.endswith(".hea"):
+            yield folder / name
 
 
 def read_archived_record(

@@ -88,6 +88,33 @@ def test_new_ecgs_are_scored_stored_and_written_back(store, models):
     assert store.get_run(report.run_id).status == RunStatus.SUCCEEDED
 
 
+class CountingSource(ListSource):
+    """A list source that notes how many items it had handed out each time a batch was acknowledged."""
+
+    def __init__(self, store, items) -> None:
+        super().__init__(store, items)
+        self.handed_out, self.handed_out_when_acknowledged = 0, []
+
+    def pull(self) -> Iterator:
+        for item in self.items:
+            self.handed_out += 1
+            yield item
+
+    def done(self, items: Sequence) -> None:
+        super().done(items)
+        self.handed_out_when_acknowledged.append(self.handed_out)
+
+
+def test_a_run_reads_its_source_one_batch_at_a_time(store, models):
+    """However long the night, the run holds one batch: the next is read only after the last one is committed."""
+    source = CountingSource(store, [_ecg(f"e{index}", seed=index) for index in range(5)])
+
+    report = run_once(store, models.load_for_run(), [source], [], SCORING, progress=False)
+
+    assert report.counts["scored"] == 5
+    assert source.handed_out_when_acknowledged == [2, 4, 5]
+
+
 def test_a_source_is_acknowledged_only_after_its_results_are_committed(store, models):
     source = ListSource(store, [_ecg("a"), _ecg("b", seed=1), _ecg("c", seed=2)])
     run_once(store, models.load_for_run(), [source], [], SCORING, progress=False)

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import wfdb
 
+from integrations import wfdb_feed
 from integrations.ecg import MODEL_LEAD_ORDER, EcgRecord
 from integrations.store import QuarantineState, Store, StudyStatus
-from integrations.wfdb_feed import QUARANTINE_KIND, NewRecord, RejectedRecord, scan
+from integrations.wfdb_feed import QUARANTINE_KIND, NewRecord, RejectedRecord, headers_in_path_order, scan
 from integrations.wfdb_files import write_wfdb
 
 SETTLE_S = 60.0
@@ -95,6 +96,38 @@ def test_records_are_found_in_subfolders_and_handed_out_in_path_order(folder, st
     for relative in ("b/2", "a/deeper/1", "c"):
         _write(folder, relative, clock)
     assert [item.record.record_id for item in _scan(folder, store, clock)] == ["a/deeper/1", "b/2", "c"]
+
+
+def test_the_walk_gives_the_order_of_sorted_rglob_for_names_that_sort_across_levels(folder):
+    for relative in ("a-b", "a/z", "a/b/c", "a.hea.d/x", "B", "é/1", ".hidden/2", "a0"):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / f"{relative}.hea").write_text("")
+    (folder / "a" / "notes.txt").write_text("")
+    (folder / "linked").symlink_to(folder / "a", target_is_directory=True)  # rglob does not follow it either
+
+    assert list(headers_in_path_order(folder)) == sorted(folder.rglob("*.hea"))
+    assert list(headers_in_path_order(folder / "absent")) == []
+
+
+def test_a_scan_lists_a_folder_only_when_it_reaches_it(folder, store, clock, monkeypatch):
+    """A night of many records is walked, not listed whole before the first record is handed out."""
+    for index in range(6):
+        _write(folder, f"p{index}/s{index}/{index}", clock)
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def recording_scandir(path):
+        listed.append(Path(path).relative_to(folder).as_posix())
+        return scandir(path)
+
+    monkeypatch.setattr(wfdb_feed.os, "scandir", recording_scandir)
+    items = scan(folder, store, settle_s=SETTLE_S, now_s=clock)
+
+    first = next(items)
+
+    assert first.record.record_id == "p0/s0/0"
+    assert listed == [".", "p0", "p0/s0"]
+    assert len(list(items)) == 5 and len(listed) == 1 + 2 * 6
 
 
 def _mark_scored(store: Store, items: list[NewRecord | RejectedRecord]) -> None:

@@ -1,15 +1,19 @@
-"""Fixtures for the backfill tests: a hospital's settings file, its store with an active model, an archive."""
+"""Fixtures for the backfill tests: a hospital's settings file, its store (SQLite, or a database of its own on the
+throwaway PostgreSQL cluster) with an active model, an archive."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
+import sqlalchemy as sa
 
 from agent.registry import ModelRegistry
 from agent.settings import AgentSettings, load_settings
@@ -25,33 +29,48 @@ SITE_TIMEZONE = "America/New_York"
 
 @dataclass
 class Hospital:
-    """A site's settings file (SQLite store, results queued for the HL7 sink) and its store."""
+    """A site's settings file (its store, results queued for the HL7 sink) and its store."""
 
     config: Path
     settings: AgentSettings
     store: Store
 
 
-def write_config(path: Path, tmp_path: Path, *, wfdb_folder: Path | None = None, batch_size: int = 2) -> Path:
+def write_config(
+    path: Path,
+    tmp_path: Path,
+    *,
+    wfdb_folder: Path | None = None,
+    batch_size: int = 2,
+    database_url: str | None = None,
+) -> Path:
+    """The site's settings: ``database_url`` (default a SQLite file in ``tmp_path``), the nightly WFDB folder if any."""
     nightly = f'[sources.wfdb]\nenabled = true\npath = "{wfdb_folder}"\nsettle_s = 0\n' if wfdb_folder else ""
+    database_url = database_url or f"sqlite:///{tmp_path / 'agent.db'}"
     path.write_text(
-        f'database_url = "sqlite:///{tmp_path / "agent.db"}"\n'
-        f'registry_dir = "{tmp_path / "registry"}"\n'
-        f'[site]\ntimezone = "{SITE_TIMEZONE}"\n'
-        f"[scoring]\nbatch_size = {batch_size}\n"
-        '[sinks.hl7]\nenabled = true\nhost = "127.0.0.1"\nport = 2575\n'
-        "[backfill]\nfiles_per_partition = 3\nworkers = 2\n" + nightly
+        f'database_url = "{database_url}"\n'
+        f'registry_dir = "{tmp_path / "registry"}"\n' + worker_settings(batch_size) + nightly
     )
     return path
 
 
+def worker_settings(batch_size: int = 2) -> str:
+    """The settings that shape a backfill's results (site time, batch size, the sinks the outbox rows are for)."""
+    return (
+        f'[site]\ntimezone = "{SITE_TIMEZONE}"\n'
+        f"[scoring]\nbatch_size = {batch_size}\n"
+        '[sinks.hl7]\nenabled = true\nhost = "127.0.0.1"\nport = 2575\n'
+        "[backfill]\nfiles_per_partition = 3\nworkers = 2\n"
+    )
+
+
 @pytest.fixture
 def hospital_factory(tmp_path, artifact_factory) -> Iterator:
-    """Build a hospital (optionally with a nightly WFDB folder) whose store has version 1.0.0 active."""
+    """Build a hospital (optionally a nightly WFDB folder, another database) whose store has version 1.0.0 active."""
     stores: list[Store] = []
 
-    def make(*, wfdb_folder: Path | None = None) -> Hospital:
-        config = write_config(tmp_path / "agent.toml", tmp_path, wfdb_folder=wfdb_folder)
+    def make(*, wfdb_folder: Path | None = None, database_url: str | None = None) -> Hospital:
+        config = write_config(tmp_path / "agent.toml", tmp_path, wfdb_folder=wfdb_folder, database_url=database_url)
         settings = load_settings(config)
         store = Store.from_url(settings.database_url.get_secret_value())
         store.upgrade()
@@ -64,6 +83,16 @@ def hospital_factory(tmp_path, artifact_factory) -> Iterator:
     yield make
     for store in stores:
         store.dispose()
+
+
+@pytest.fixture
+def postgres_database_url(postgres_url: str) -> str:
+    """A new, empty database of its own on the session's throwaway PostgreSQL cluster."""
+    url = sa.make_url(postgres_url)
+    name = f"backfill_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
 def synthetic_record(record_id: str, seed: int) -> EcgRecord:

@@ -23,6 +23,7 @@ from distributed import Client
 from agent.backfill import worker
 from agent.backfill.archive import ArchiveRoots
 from agent.backfill.client import BackfillPlan, dask_client, run_backfill
+from agent.batch import RunReport
 from agent.service import AgentService
 from agent.sources.fhir import observation_ref
 from integrations.hl7.message import read_header
@@ -30,7 +31,7 @@ from integrations.store import BackfillStatus, QuarantineState, Store, StudyStat
 from integrations.store import schema as t
 from model_training.artifact import MODEL_FILE
 
-from .conftest import CORPUS, Hospital, corpus_archive, write_wfdb_tree
+from .conftest import CORPUS, Hospital, corpus_archive, worker_settings, write_wfdb_tree
 
 N_TARGETS = 4  # the tiny artifact: 2 diagnoses + 2 lab targets
 pytestmark = pytest.mark.slow  # a cluster of two worker processes, each importing torch
@@ -201,6 +202,43 @@ def test_a_backfill_overlapping_a_nightly_run_of_the_same_records_duplicates_not
     assert len(studies) == 8 and {s.status for s in studies} == {StudyStatus.SCORED}
     _assert_each_scored_study_once(hospital.store)
     assert AgentService(hospital.settings).run_once(progress=False).report.counts["scored"] == 0
+
+
+def test_on_postgresql_workers_knowing_only_the_database_url_backfill_beside_a_nightly_run_duplicating_nothing(
+    cluster_client, hospital_factory, postgres_database_url, tmp_path
+):
+    """Several machines: the workers' settings name the database and what shapes the results, no file of the store's
+    and no registry folder; the model comes from its registry row, its file checked against the row's sha256."""
+    folder = write_wfdb_tree(tmp_path / "wfdb", 8)
+    hospital = hospital_factory(wfdb_folder=folder, database_url=postgres_database_url)
+    worker_config = tmp_path / "worker-machine" / "agent.toml"
+    worker_config.parent.mkdir()
+    worker_config.write_text(f'database_url = "{postgres_database_url}"\n' + worker_settings())
+    plan = BackfillPlan("archive", ArchiveRoots(wfdb=folder), config_file=worker_config)
+    nightly = threading.Thread(target=_run_nightly, args=(hospital,))
+
+    nightly.start()
+    report = run_backfill(cluster_client, hospital.store, hospital.settings, plan, progress=False)
+    nightly.join()
+
+    assert report.failed == {} and report.done == report.listed == 3
+    assert report.counts["scored"] + report.counts["already_scored"] == 8  # each record once, whoever scored it
+    studies = hospital.store.list_studies(limit=100)
+    assert len(studies) == 8 and {s.status for s in studies} == {StudyStatus.SCORED}
+    _assert_each_scored_study_once(hospital.store)
+    assert list(tmp_path.rglob("*.db")) == []  # nothing went to a SQLite file
+    assert _run_nightly(hospital).counts["scored"] == 0
+
+
+def _run_nightly(hospital: Hospital) -> RunReport:
+    """One ``run-once`` of the hospital's agent, its connections closed after it."""
+    service = AgentService(hospital.settings)
+    try:
+        report = service.run_once(progress=False).report
+    finally:
+        service.store.dispose()
+    assert report is not None
+    return report
 
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
