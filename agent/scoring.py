@@ -74,46 +74,26 @@ def score_records(
     by_length: dict[int, list[int]] = defaultdict(list)
     for index, signal in enumerate(inputs):
         by_length[signal.shape[-1]].append(index)
-    manifest = artifact.manifest
-    dx_thresholds = np.array([label.threshold for label in manifest.diagnoses])
-    lab_thresholds = np.array([target.threshold for target in manifest.lab_targets])
     results: list[ScoredEcg | None] = [None] * len(records)
     for indices in by_length.values():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             scores = artifact.score(np.stack([inputs[i] for i in chunk]))
-            dx = _applied(scores.dx_prob.numpy(), dx_thresholds)
-            labs = _applied(scores.lab_prob.numpy(), lab_thresholds)
+            dx_prob, lab_prob = scores.dx_prob.numpy(), scores.lab_prob.numpy()
             for row, index in enumerate(chunk):
-                results[index] = _scored(records[index].record_id, manifest, dx[row], labs[row], explanation_top_k)
+                results[index] = _scored(
+                    records[index].record_id, artifact.manifest, dx_prob[row], lab_prob[row], explanation_top_k
+                )
     return [result for result in results if result is not None]
 
 
-def _applied(probabilities: np.ndarray, thresholds: np.ndarray) -> list[list[tuple[float, bool]]]:
-    """Per ECG of the batch, (probability, positive) per output, as Python values, in one pass over the batch.
-
-    The thresholds are compared in the probabilities' own precision (float32), as a comparison with each
-    threshold as a Python float is.
-    """
-    positive = probabilities >= thresholds.astype(probabilities.dtype)
-    return [
-        list(zip(p, flags, strict=True)) for p, flags in zip(probabilities.tolist(), positive.tolist(), strict=True)
-    ]
-
-
-def _scored(
-    record_id: str,
-    manifest: Manifest,
-    dx: list[tuple[float, bool]],
-    labs: list[tuple[float, bool]],
-    top_k: int,
-) -> ScoredEcg:
+def _scored(record_id: str, manifest: Manifest, dx_prob: np.ndarray, lab_prob: np.ndarray, top_k: int) -> ScoredEcg:
     findings = tuple(
-        Finding("diagnosis", label.code, p, positive)
-        for label, (p, positive) in zip(manifest.diagnoses, dx, strict=True)
+        Finding("diagnosis", label.code, float(p), bool(p >= label.threshold))
+        for label, p in zip(manifest.diagnoses, dx_prob, strict=True)
     ) + tuple(
-        Finding("lab", target.name, p, positive)
-        for target, (p, positive) in zip(manifest.lab_targets, labs, strict=True)
+        Finding("lab", target.name, float(p), bool(p >= target.threshold))
+        for target, p in zip(manifest.lab_targets, lab_prob, strict=True)
     )
     return ScoredEcg(record_id, manifest.model_version, findings, _explain(manifest, findings, top_k))
 
