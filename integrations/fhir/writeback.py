@@ -27,7 +27,6 @@ versions are found and retired (:mod:`integrations.fhir.supersede`). The codes c
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -36,6 +35,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
+
+import orjson
 
 from integrations.fhir.ai_finding import Finding, ModelNames, check_token_safe, finding_observation
 from integrations.fhir.client import FhirClient
@@ -370,15 +371,15 @@ def _validate_shape(resource: Json, resource_name: str) -> None:
     by construction (FHIR ids, ``isoformat`` of an aware time, a rounded float in [0, 1]).
     """
     try:
-        _validate_shape_json(json.dumps(_shape_of(resource), sort_keys=True))
+        _validate_shape_json(orjson.dumps(_shape_of(resource), option=orjson.OPT_SORT_KEYS))
     except FhirResourceInvalidError:
         validate_r4(resource, resource_name)  # the error, naming the resource and its real values
         raise
 
 
 @lru_cache(maxsize=4096)
-def _validate_shape_json(shape: str) -> None:
-    validate_r4(json.loads(shape), "resource shape")
+def _validate_shape_json(shape: bytes) -> None:
+    validate_r4(orjson.loads(shape), "resource shape")
 
 
 def _shape_of(resource: Json) -> Json:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 #: How long SQLite waits for another writer before giving up with "database is locked".
@@ -16,12 +18,30 @@ def create_store_engine(url: str | sa.URL, *, busy_timeout_s: float = DEFAULT_BU
     """An engine for ``url`` (``sqlite:///path.db`` or ``postgresql+psycopg://...``), set up for the store."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s})
+        engine = sa.create_engine(parsed, connect_args={"timeout": busy_timeout_s}, json_serializer=json_text)
         sa.event.listen(engine, "connect", _sqlite_on_connect(busy_timeout_s))
         sa.event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
     # pre-ping: a nightly job's pooled connection may have been dropped by the server since last night.
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    return sa.create_engine(parsed, pool_pre_ping=True, json_serializer=json_text)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the text of a JSON column, as the standard library writes it, only faster.
+
+    A night stores a prediction set (127 outputs) and a payload per ECG, and the standard library's encoder
+    was a tenth of the agent's own CPU. orjson writes compact UTF-8 (the same JSON) but would write a NaN as
+    ``null``: any ``null`` in its output, which may be a NaN, goes to the standard library, whose ``NaN``
+    reads back as NaN (and which PostgreSQL refuses, as it did before); so does what orjson cannot write
+    (an integer beyond 64 bits), to be written or refused as before.
+    """
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+    if b"null" in text:
+        return json.dumps(value)
+    return text.decode()
 
 
 def _sqlite_on_connect(busy_timeout_s: float) -> Callable[[sqlite3.Connection, Any], None]:

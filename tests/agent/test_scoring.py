@@ -70,3 +70,21 @@ def test_validation_rules_follow_the_input_contract(artifact):
     rules = validation_rules(artifact.manifest)
     assert rules.required_leads == MODEL_LEAD_ORDER
     assert rules.min_duration_s == pytest.approx(2.5) and rules.min_fs_hz == pytest.approx(100.0)
+
+
+def test_thresholds_apply_in_the_models_float32_precision_and_findings_hold_python_values(artifact):
+    first = score_records([_record("x")], artifact, batch_size=1, explanation_top_k=3)[0].findings[0]
+    p32 = np.float32(first.probability)
+    # Just above the probability in float64, equal to it once rounded to the model's float32: positive, as the
+    # comparison of a float32 output with a Python float threshold always was.
+    above_in_float64 = float(np.nextafter(np.float64(p32), 2.0))
+    assert np.float32(above_in_float64) == p32 and above_in_float64 > first.probability
+    cases = {"at": first.probability, "rounds to it": above_in_float64, "one float32 step above": float(
+        np.nextafter(p32, np.float32(2.0)))}  # fmt: skip
+    for name, threshold in cases.items():
+        label = dataclasses.replace(artifact.manifest.diagnoses[0], threshold=threshold)
+        manifest = dataclasses.replace(artifact.manifest, diagnoses=(label, *artifact.manifest.diagnoses[1:]))
+        scored = score_records([_record("x")], dataclasses.replace(artifact, manifest=manifest), batch_size=1,
+                               explanation_top_k=3)[0].findings[0]  # fmt: skip
+        assert scored.positive is (name != "one float32 step above"), name
+        assert type(scored.probability) is float and scored.probability == first.probability

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import ssl
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import httpx
+import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -174,6 +176,33 @@ def test_broken_json_and_the_wrong_resource_type_are_protocol_errors(make_client
         client.read("Observation", "o1")
     with pytest.raises(FhirProtocolError, match="expected a Observation, got Patient"):
         client.read("Observation", "o1")
+
+
+def test_a_body_with_a_byte_order_mark_or_non_ascii_text_reads_as_the_same_resource(make_client):
+    # Some servers (.NET ones among them) start UTF-8 JSON with a byte order mark; names carry any script.
+    text = '{"resourceType": "Patient", "id": "p1", "name": [{"family": "Müller-Ødegård 李"}]}'
+    with_bom = httpx.Response(
+        200, content=b"\xef\xbb\xbf" + text.encode(), headers={"Content-Type": "application/fhir+json"}
+    )
+    transport, _ = scripted(
+        with_bom, httpx.Response(200, content=text.encode(), headers={"Content-Type": "application/fhir+json"})
+    )
+    client = make_client(transport)
+
+    assert client.read("Patient", "p1")["name"][0]["family"] == "Müller-Ødegård 李"
+    assert client.read("Patient", "p1") == json.loads(text)
+
+
+def test_a_transaction_goes_as_utf8_json_that_reads_back_as_the_bundle_sent(make_client):
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Observation", "valueQuantity": {"value": np.float64(0.25)},
+                      "note": [{"text": "Ableitung V1 verrauscht – ±0.5 mV"}]}}]}  # fmt: skip
+    transport, seen = scripted(fhir_json({"resourceType": "Bundle", "type": "transaction-response", "entry": []}))
+
+    make_client(transport).transaction(bundle)
+
+    assert seen[0].headers["Content-Type"] == "application/fhir+json"
+    assert json.loads(seen[0].content.decode("utf-8")) == bundle
 
 
 def test_next_links_are_followed_as_opaque_urls(make_client):
