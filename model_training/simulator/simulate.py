@@ -31,7 +31,7 @@ from model_training.simulator.hospital import MAX_VISITS, Patient, Visit, sample
 
 #: The simulated hospital's version: bump it whenever the physiology table or the synthesis changes what a seed
 #: produces. 2.0.0: couplings calibrated against published ECG-only AUROCs on real MIMIC-IV-ECG ED data.
-SIMULATOR_VERSION = "2.2.0"
+SIMULATOR_VERSION = "2.3.0"
 COMPLETION_MARKER = SIMULATED_MARKER
 ECG_FS_HZ = 500.0
 ECG_DURATION_S = 10.0
