@@ -88,6 +88,7 @@ class StudyGrid:
     run_by_default: tuple[str, ...]
     primary_endpoint: PrimaryEndpoint = field(default_factory=PrimaryEndpoint)
     goals: Goals = field(default_factory=Goals)
+    simulator_version: str | None = None  # the frozen simulated hospital the study is pre-registered on
 
     def cells(self, configs: tuple[str, ...] | None = None) -> list[Cell]:
         """The cells of ``configs`` (default: ``run_by_default``) in run order: arm, then variant, then seed."""
@@ -118,6 +119,7 @@ class StudyGrid:
             "goals": {"delta_positive_every_seed": self.goals.delta_positive_every_seed,
                       "min_gap_closed": self.goals.min_gap_closed,
                       "min_lab_macro_auroc": self.goals.min_lab_macro_auroc},
+            "simulator_version": self.simulator_version,
         }  # fmt: skip
 
 
@@ -140,7 +142,17 @@ def save_grid(grid: StudyGrid, path: Path) -> None:
 
 
 def grid_from_dict(raw: object, base_dir: Path) -> StudyGrid:
-    keys = ("base_config", "patients", "seeds", "arms", "configs", "run_by_default", "primary_endpoint", "goals")
+    keys = (
+        "base_config",
+        "patients",
+        "seeds",
+        "arms",
+        "configs",
+        "run_by_default",
+        "primary_endpoint",
+        "goals",
+        "simulator_version",
+    )
     raw = _mapping(raw, "grid", keys, required=keys[:5])
     seeds = tuple(_int(s, "seeds") for s in _list(raw["seeds"], "seeds"))
     if not seeds or len(set(seeds)) != len(seeds):
@@ -160,7 +172,9 @@ def grid_from_dict(raw: object, base_dir: Path) -> StudyGrid:
         run_by_default=run_by_default,
         primary_endpoint=_primary_endpoint(raw.get("primary_endpoint", {})),
         goals=_goals(raw.get("goals", {})),
-    )
+        simulator_version=None if raw.get("simulator_version") is None else _str(raw["simulator_version"],
+                                                                                  "simulator_version"),
+    )  # fmt: skip
     _check_references(grid)
     return grid
 

@@ -33,7 +33,7 @@ from model_training.config import TrainConfig, with_defaults
 from model_training.errors import ConfigError
 from model_training.evaluate import METRICS_FILE
 from model_training.simulator.physiology import documented_visibility
-from model_training.simulator.simulate import COMPLETION_MARKER, simulate_hospital
+from model_training.simulator.simulate import COMPLETION_MARKER, SIMULATOR_VERSION, simulate_hospital
 from model_training.study.analysis import CellResult, cell_result, code_visibility
 from model_training.study.grid import Cell, StudyGrid, save_grid
 from model_training.study.report import StudyReport
@@ -67,6 +67,9 @@ def run_study(
 ) -> StudyRun:
     """Run every unfinished cell of ``configs`` (default: the grid's ``run_by_default``); ``max_cells`` stops after
     that many cells were trained (the rest are left for the next invocation)."""
+    if grid.simulator_version not in (None, SIMULATOR_VERSION):
+        raise ConfigError(f"the grid is pre-registered on simulator {grid.simulator_version}, this checkout's is "
+                          f"{SIMULATOR_VERSION}: check out the frozen version or register a new study")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     save_grid(grid, out_dir / GRID_FILE)
     cells = grid.cells(configs)
@@ -88,7 +91,13 @@ def run_study(
 def run_cell(grid: StudyGrid, cell: Cell, config: TrainConfig, data_dir: Path, out_dir: Path) -> None:
     started_s = time.monotonic()
     seed_dir = data_dir / f"seed-{cell.seed}"
-    ensure_hospital(seed_dir, patients=grid.patients, seed=cell.seed, workers=config.data.workers)
+    ensure_hospital(
+        seed_dir,
+        patients=grid.patients,
+        seed=cell.seed,
+        workers=config.data.workers,
+        simulator_version=grid.simulator_version,
+    )
     folder = cell.folder(out_dir)
     donors = [other.folder(out_dir) for other in grid.cells(tuple(grid.configs)) if other.seed == cell.seed]
     adopt_checkpoints(folder, config, [d for d in donors if d != folder])
@@ -112,14 +121,20 @@ def is_complete(folder: Path, config: TrainConfig) -> bool:
     return True
 
 
-def ensure_hospital(seed_dir: Path, *, patients: int, seed: int, workers: int | None) -> None:
-    """Simulate ``patients`` with ``seed`` into ``seed_dir`` unless a complete simulation of exactly that is there."""
+def ensure_hospital(
+    seed_dir: Path, *, patients: int, seed: int, workers: int | None, simulator_version: str | None = None
+) -> None:
+    """Simulate ``patients`` with ``seed`` into ``seed_dir`` unless a complete simulation of exactly that is there
+    (and, when the grid pins one, by that simulator version)."""
     marker = seed_dir / COMPLETION_MARKER
     if marker.exists():
         found = json.loads(marker.read_text())
         if (found["n_patients"], found["seed"]) != (patients, seed):
             raise ConfigError(f"{seed_dir}: holds {found['n_patients']} patients of seed {found['seed']}, the grid "
                               f"asks for {patients} of seed {seed}; use a new --data")  # fmt: skip
+        if simulator_version is not None and found.get("simulator_version") != simulator_version:
+            raise ConfigError(f"{seed_dir}: simulated by simulator {found.get('simulator_version')}, the grid is "
+                              f"pre-registered on {simulator_version}; use a new --data")  # fmt: skip
         return
     shutil.rmtree(seed_dir / "cohort", ignore_errors=True)  # built from an incomplete simulation, if any
     log.info("simulating %d patients with seed %d into %s", patients, seed, seed_dir)

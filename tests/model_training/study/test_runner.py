@@ -1,6 +1,8 @@
 """The study runner with the training pipeline replaced by a stand-in: resuming, refusing, sharing checkpoints."""
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ from torch import nn
 
 from model_training.config import CONFIG_DIR
 from model_training.errors import ConfigError
+from model_training.simulator.simulate import SIMULATOR_VERSION
 from model_training.study import runner
 from model_training.study.grid import Cell, load_grid
 from model_training.study.report import write_outputs
@@ -16,6 +19,7 @@ from model_training.train.checkpoints import checkpoint_path, save_stage
 from model_training.train.loop import FitResult
 
 TINY_GRID = CONFIG_DIR / "study-tiny.yaml"
+STUDY_GRID = CONFIG_DIR / "study.yaml"
 
 
 class FakePipeline:
@@ -44,7 +48,8 @@ class FakePipeline:
 
 def fake_simulation(out_dir, *, n_patients, seed, workers=None, progress=True):
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "SIMULATED.json").write_text(json.dumps({"n_patients": n_patients, "seed": seed}))
+    marker = {"n_patients": n_patients, "seed": seed, "simulator_version": SIMULATOR_VERSION}
+    (out_dir / "SIMULATED.json").write_text(json.dumps(marker))
 
 
 @pytest.fixture
@@ -88,7 +93,11 @@ def test_the_cell_records_its_settings_hospital_and_code_visibility(pipeline, tm
     run_study(load_grid(TINY_GRID), tmp_path / "data", out, max_cells=1, progress=False)
     marker = json.loads((out / "cells/full/ours/seed-1" / CELL_FILE).read_text())
     assert (marker["arm"], marker["config"], marker["seed"], marker["label_fraction"]) == ("full", "ours", 1, 1.0)
-    assert marker["settings"]["seed"] == 1 and marker["hospital"] == {"n_patients": 150, "seed": 1}
+    assert marker["settings"]["seed"] == 1 and marker["hospital"] == {
+        "n_patients": 150,
+        "seed": 1,
+        "simulator_version": SIMULATOR_VERSION,
+    }
     assert marker["visibility"] == {"I48": "visible"}, "atrial fibrillation is documented as visible"
 
 
@@ -106,6 +115,18 @@ def test_a_seed_folder_holding_another_hospital_is_refused(monkeypatch, tmp_path
     ensure_hospital(tmp_path / "seed-1", patients=150, seed=1, workers=1)  # reused
     with pytest.raises(ConfigError, match="holds 150 patients of seed 1"):
         ensure_hospital(tmp_path / "seed-1", patients=300, seed=1, workers=1)
+    with pytest.raises(ConfigError, match=re.escape("pre-registered on 0.9.0")):
+        ensure_hospital(tmp_path / "seed-1", patients=150, seed=1, workers=1, simulator_version="0.9.0")
+
+
+def test_a_study_pinned_to_another_simulator_version_does_not_start(pipeline, tmp_path):
+    grid = dataclasses.replace(load_grid(TINY_GRID), simulator_version="0.9.0")
+    with pytest.raises(
+        ConfigError, match=re.escape(f"pre-registered on simulator 0.9.0, this checkout's is {SIMULATOR_VERSION}")
+    ):
+        run_study(grid, tmp_path / "data", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists(), "nothing written, nothing trained"
+    assert load_grid(STUDY_GRID).simulator_version == SIMULATOR_VERSION, "the shipped grid is on the frozen version"
 
 
 def test_stage_checkpoints_are_reused_only_when_their_settings_match(tmp_path):
