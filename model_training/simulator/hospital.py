@@ -177,8 +177,7 @@ def _unsupported_codes(rng: np.random.Generator, present: dict[str, ConditionIns
     for condition in CONDITIONS:
         rate = odds * condition.coding_sensitivity * condition.prevalence_at_60
         if condition.key not in present and rng.random() < rate:
-            weights = np.array([v.weight for v in condition.variants])
-            codes.append(condition.variants[int(rng.choice(len(weights), p=weights / weights.sum()))].icd10)
+            codes.append(condition.variants[_pick_variant(rng, condition)].icd10)
     return tuple(codes)
 
 
@@ -213,14 +212,19 @@ def _draw_condition(
     )
     if rng.random() >= 1.0 / (1.0 + np.exp(-log_odds)):
         return None
-    weights = np.array([v.weight for v in condition.variants])
     return ConditionInstance(
         key=condition.key,
-        variant=int(rng.choice(len(weights), p=weights / weights.sum())),
+        variant=_pick_variant(rng, condition),
         severity=float(rng.lognormal(0.0, SEVERITY_LOG_SD)),
         coded=bool(rng.random() < condition.coding_sensitivity),
         sign_shown=bool(rng.random() < condition.sign_penetrance),
     )
+
+
+def _pick_variant(rng: np.random.Generator, condition: Condition) -> int:
+    """Which coded form (variant) of ``condition`` a patient has, drawn by the variants' weights."""
+    weights = np.array([v.weight for v in condition.variants])
+    return int(rng.choice(len(weights), p=weights / weights.sum()))
 
 
 def condition_ecg_effects(condition: Condition, instance: ConditionInstance) -> EcgEffects:
