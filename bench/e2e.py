@@ -22,6 +22,11 @@ measured work (cores ÷ CPU seconds per ECG), i.e. the ceiling the ratio can rea
 while the server shares its cores. ``agent_cpu_ms_per_ecg_outside_model`` is the agent process's CPU per
 ECG (every thread: pull, decode, validate, SQL, write-back) minus the model-only CPU per ECG on the same
 records: what the agent itself costs beyond preprocessing and scoring.
+
+``fhir_pull_only`` is the floor under that figure: after the run, the same Observations pulled once more
+from the same server by the agent's own pull (search pages, JSON, SampledData decode and mapping to the
+ECG record), nothing else, in one thread; its thread CPU per ECG, split into the HTTP + JSON of the pages
+and the decode.
 """
 
 from __future__ import annotations
@@ -47,13 +52,17 @@ from agent.registry import ModelRegistry
 from agent.scoring import score_records
 from agent.service import AgentService
 from agent.settings import load_settings
-from integrations.fhir import FhirClient, FhirConfig, ecg_to_observation
+from integrations.fhir import EcgPullConfig, FhirClient, FhirConfig, ecg_to_observation, pull_ecgs
+from integrations.fhir.pull import bundle_resources, read_ecg_observation
 from integrations.wfdb_files import read_wfdb
 from model_training.artifact import load_artifact
 from model_training.data.layout import DataLayout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from fhir_test_server import fhir_test_server
+
+#: Observations per search page, in the run and in the pull-only measurement.
+PAGE_SIZE = 100
 
 
 def _records(data: Path, n: int) -> list:
@@ -144,6 +153,23 @@ def _cost_centres(path: Path, rate_hz: int, ecgs: int) -> dict[str, float]:
     return dict(sorted(by_centre.items(), key=lambda item: -item[1]))
 
 
+def _pull_only_cpu_ms(base_url: str, page_size: int) -> dict[str, float]:
+    """Thread CPU per ECG of pulling every seeded ECG once: HTTP + JSON of the pages, then decode + mapping."""
+    config = EcgPullConfig(page_size=page_size)
+    with FhirClient(FhirConfig(base_url=base_url)) as client:
+        started_s = time.thread_time()
+        pages = list(client.search_pages("Observation", pull_ecgs(client, since=None, config=config).search_params()))
+        fetched_s = time.thread_time()
+        observations = [o for page in pages for o in bundle_resources(page, "Observation")]
+        for observation in observations:
+            read_ecg_observation(observation, config)
+        decoded_s = time.thread_time()
+    http_json_ms = _ms_per_ecg(fetched_s - started_s, len(observations))
+    decode_ms = _ms_per_ecg(decoded_s - fetched_s, len(observations))
+    return {"cpu_ms_per_ecg": round(http_json_ms + decode_ms, 2), "http_json_ms_per_ecg": http_json_ms,
+            "decode_and_mapping_ms_per_ecg": decode_ms}  # fmt: skip
+
+
 def _ms_per_ecg(seconds: float, ecgs: int) -> float:
     return round(1000 * seconds / ecgs, 2)
 
@@ -193,7 +219,7 @@ def main() -> None:
         settings = load_settings(
             database_url=f"sqlite:///{work}/agent.db",
             registry_dir=Path(work) / "models",
-            sources={"fhir": {"enabled": True, "server": {"base_url": base_url}, "page_size": 100}},
+            sources={"fhir": {"enabled": True, "server": {"base_url": base_url}, "page_size": PAGE_SIZE}},
             sinks={"fhir": {"enabled": True, "max_in_flight": args.max_in_flight}},
             scoring={"batch_size": args.batch_size},
         )
@@ -209,6 +235,7 @@ def main() -> None:
         end_to_end_s, agent_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu_s
         server_cpu_s = _cpu_s(server) - server_started_cpu_s
         server_rss_mb = _peak_rss_mb(server)
+        pull_only = _pull_only_cpu_ms(base_url, page_size=PAGE_SIZE)
 
     fresh_dir.cleanup()
     cores = len(os.sched_getaffinity(0))
@@ -231,6 +258,7 @@ def main() -> None:
                        "agent_cpu_ms_per_ecg": agent_cpu_ms,
                        "fhir_server_cpu_ms_per_ecg": _ms_per_ecg(server_cpu_s, args.ecgs)},
         "agent_cpu_ms_per_ecg_outside_model": round(agent_cpu_ms - model_cpu_ms, 2),
+        "fhir_pull_only": pull_only,
         "ratio_to_model_only": (args.ecgs / end_to_end_s) / model_only,
         "target_ratio": 0.7,
         "cpu_bound": {"ecg_per_s": cpu_bound, "ratio_to_model_only": cpu_bound / model_only},
