@@ -36,7 +36,13 @@ def plot_examples(out_dir: Path, *, seed: int = 0) -> list[Path]:
         signal = synthesize_ecg(params, _LIGHT_NOISE, np.random.default_rng([seed, i]), fs_hz=FS_HZ)
         record = EcgRecord(record_id=name, signal_mv=signal, fs_hz=FS_HZ, lead_names=MODEL_LEAD_ORDER,
                            source="simulated-example")  # fmt: skip
-        notes = [f"HR {params.hr_bpm:.0f} bpm, PR {params.pr_ms:.0f} ms, QRS {params.qrs_ms:.0f} ms, "
-                 f"QTc {params.qtc_ms:.0f} ms"]  # fmt: skip
+        notes = [synthesis_note(params)]
         paths.append(plot_12lead(record, out_dir / f"{name}.png", title=f"Simulated: {title}", signal_notes=notes))
     return paths
+
+
+def synthesis_note(params: EcgParams) -> str:
+    """The intervals the example was synthesised with (set, not measured); atrial fibrillation has no P wave."""
+    rate = f"mean ventricular rate {params.hr_bpm:.0f} bpm, irregular" if params.af else f"HR {params.hr_bpm:.0f} bpm"
+    atrial = "no P waves" if params.af else f"PR {params.pr_ms:.0f} ms"
+    return f"synthesised with {rate}, {atrial}, QRS {params.qrs_ms:.0f} ms, QTc {params.qtc_ms:.0f} ms"
