@@ -123,12 +123,15 @@ class ReleaseConfig:
     Decided per label on the validation fold (:mod:`model_training.release`, which argues the
     defaults): chart when the fold holds at least ``min_positives`` positives of the label, the lower
     bound of the AUROC's 95 % CI reaches ``min_auroc_ci_low`` and the PPV at the operating threshold
-    reaches ``min_ppv``.
+    reaches ``min_ppv``. Diagnosis codes starting with a prefix of ``never_charted`` are stored only, whatever
+    their figures: by default ICD-10 chapters V (``F``, mental and behavioural) and XXI (``Z``, factors
+    influencing health status), statements about behaviour or medication an ECG cannot support.
     """
 
     min_auroc_ci_low: float = 0.80
     min_ppv: float = 0.30
     min_positives: int = 10
+    never_charted: tuple[str, ...] = ("F", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,15 @@ Why those defaults (``release:`` in the training config):
 
 Both are chosen on the fold the thresholds were chosen on, so they are optimistic; the
 test fold's figures are in ``report.md`` beside them.
+
+Statistics are not the only gate: codes under a prefix of ``never_charted`` (default: ICD-10
+chapter V, mental and behavioural disorders, ``F``, and chapter XXI, factors influencing health
+status, ``Z``) are stored only, whatever their figures. An ECG model finds their correlates (a
+smoker's heart rate, the rhythm behind long-term anticoagulation), which is why they can score,
+but a chart entry such as "nicotine dependence" or "long-term use of anticoagulants" drawn from
+an ECG is a statement about the patient's behaviour or medication that the ECG cannot support
+and that follows the patient into every later reading of the chart. The demo model charted
+nicotine dependence (F17.21) on validation figures alone, with a test PPV of 0.20.
 """
 
 from __future__ import annotations
@@ -156,17 +165,31 @@ def release_rule(
                        ci_level=CI_LEVEL, n_bootstrap=n_bootstrap, seed=seed)  # fmt: skip
 
 
-def release_table(predictions: RunPredictions, thresholds: OperatingThresholds, rule: ReleaseRule) -> ReleaseTable:
-    """Every label of the shipped model under ``rule``, on the validation fold (see the module docstring)."""
+def release_table(
+    predictions: RunPredictions, thresholds: OperatingThresholds, rule: ReleaseRule,
+    *, never_charted: tuple[str, ...] = (),
+) -> ReleaseTable:  # fmt: skip
+    """Every label of the shipped model under ``rule``, on the validation fold; diagnosis codes under a prefix of
+    ``never_charted`` are stored only whatever their figures (see the module docstring)."""
     scores = predictions.models[MODEL]
     weights = bootstrap_weights(predictions.y_dx_val.shape[0], rule.n_bootstrap, rule.seed)
     diagnosis = _entries(predictions.dx_codes, predictions.y_dx_val, scores.dx_prob_val, thresholds.diagnosis,
                          weights, rule)  # fmt: skip
+    diagnosis = {code: _unless_excluded(code, entry, never_charted) for code, entry in diagnosis.items()}
     labs = {}
     if scores.lab_prob_val is not None:
         labs = _entries(predictions.lab_targets, predictions.y_lab_val, scores.lab_prob_val, thresholds.labs,
                         weights, rule)  # fmt: skip
     return ReleaseTable(rule, diagnosis, labs)
+
+
+def _unless_excluded(code: str, entry: ReleaseEntry, never_charted: tuple[str, ...]) -> ReleaseEntry:
+    """``entry``, stored only if ``code`` falls under a clinically excluded prefix (its figures kept)."""
+    prefix = next((p for p in never_charted if code.startswith(p)), None)
+    if prefix is None:
+        return entry
+    return dataclasses.replace(entry, charted=False, reason=f"stored only: codes under {prefix} are never charted "
+                               f"from an ECG (clinical exclusion); figures: {entry.reason}")  # fmt: skip
 
 
 def _entries(

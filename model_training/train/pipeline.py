@@ -220,7 +220,8 @@ def evaluate_predictions(config: TrainConfig, raw: RunPredictions, out_dir: Path
     rule = release_rule(min_auroc_ci_low=config.release.min_auroc_ci_low, min_ppv=config.release.min_ppv,
                         min_positives=config.release.min_positives, n_bootstrap=evaluation.n_bootstrap,
                         seed=evaluation.seed)  # fmt: skip
-    release = release_table(predictions, operating_thresholds(predictions, SHIPPED_MODEL), rule)
+    release = release_table(predictions, operating_thresholds(predictions, SHIPPED_MODEL), rule,
+                            never_charted=config.release.never_charted)  # fmt: skip
     extra = {"calibration": calibration_report(raw, predictions, calibration, SHIPPED_MODEL),
              "release": release.to_dict()}  # fmt: skip
     metrics = evaluate_run(predictions, out_dir, n_bootstrap=evaluation.n_bootstrap, seed=evaluation.seed,

@@ -1,10 +1,13 @@
 """The release rule: chart a label only when its validation AUROC's lower CI bound and its PPV clear the floors."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from model_training.config import TrainConfig, load_config
 from model_training.evaluate import Estimate, ModelScores, OperatingThresholds, RunPredictions
 from model_training.release import (
     OperatingPoint,
@@ -91,3 +94,21 @@ def test_the_table_round_trips_through_json():
     table = release_table(validation_fold(), OperatingThresholds("t", {"I48": 0.5, "K219": 0.5},
                                                                  {"potassium_high": 0.5}), RULE)  # fmt: skip
     assert ReleaseTable.from_dict(json.loads(json.dumps(table.to_dict(), allow_nan=False))) == table
+
+
+def test_behaviour_and_status_codes_are_stored_only_however_well_they_score():
+    predictions = validation_fold()
+    smoking = dataclasses.replace(predictions, dx_codes=("F1721", "K219"))  # the well-separated label, as F17.21
+    thresholds = OperatingThresholds("t", {"F1721": 0.5, "K219": 0.5}, {"potassium_high": 0.5})
+    table = release_table(smoking, thresholds, RULE, never_charted=("F", "Z"))
+    excluded = table.diagnosis["F1721"]
+    assert not excluded.charted
+    assert excluded.reason.startswith("stored only: codes under F are never charted from an ECG")
+    assert excluded.auroc_ci_low >= 0.80 and excluded.ppv >= 0.30  # its figures stay in the table
+    assert "charted: AUROC CI low" in excluded.reason  # and so does what the statistics alone decided
+    assert release_table(smoking, thresholds, RULE).diagnosis["F1721"].charted  # without the exclusion
+
+
+def test_the_training_config_excludes_icd10_chapters_f_and_z_by_default():
+    assert load_config(Path("model_training/configs/demo.yaml")).release.never_charted == ("F", "Z")
+    assert TrainConfig().release.never_charted == ("F", "Z")
