@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -62,7 +63,10 @@ def main() -> int:
 
 def _write_agent_config(work: Path, base_url: str) -> Path:
     config = work / "agent.toml"
-    (work / "agent.db").unlink(missing_ok=True)  # each demo is a fresh night; the FHIR server is fresh too
+    # Each demo is a fresh night on a fresh FHIR server: a fresh store, and so a fresh registry folder (a model
+    # folder the new store does not know would be refused as "holds another artifact" by a re-exported model).
+    (work / "agent.db").unlink(missing_ok=True)
+    shutil.rmtree(work / "models", ignore_errors=True)
     config.write_text(
         f'database_url = "sqlite:///{(work / "agent.db").resolve()}"\n'
         f'registry_dir = "{(work / "models").resolve()}"\n'

@@ -244,7 +244,7 @@ def export_models(cohort: Cohort, data: CohortTensors, models: TrainedModels, me
         models.ours_scoring(preprocess.window_samples, preprocess.clip_mv).cpu(),
         out_dir=out_dir,
         model_name=MODEL_NAME,
-        model_version=model_version(out_dir / CHECKPOINT_DIR),
+        model_version=model_version(out_dir / CHECKPOINT_DIR, metrics["release"]),
         dx_labels=cohort.dx_codes,
         lab_targets=cohort.lab_targets,
         thresholds=OperatingThresholds.from_metrics(metrics, SHIPPED_MODEL),
@@ -259,10 +259,15 @@ def export_models(cohort: Cohort, data: CohortTensors, models: TrainedModels, me
     )
 
 
-def model_version(checkpoint_dir: Path) -> str:
-    """``<package version>+<sha256 prefix of the final stage's checkpoint>``: distinct for every trained model."""
-    digest = hashlib.sha256(checkpoint_path(checkpoint_dir, "diagnosis").read_bytes()).hexdigest()
-    return f"{importlib.metadata.version(DISTRIBUTION)}+{digest[:12]}"
+def model_version(checkpoint_dir: Path, release: dict) -> str:
+    """``<package version>+<sha256 prefix of the final stage's checkpoint and the release table>``.
+
+    Distinct for every trained model, and for the same weights released under another rule: what is charted
+    differs, so a registry holding the first must not mistake the second for it.
+    """
+    digest = hashlib.sha256(checkpoint_path(checkpoint_dir, "diagnosis").read_bytes())
+    digest.update(json.dumps(release, sort_keys=True).encode())
+    return f"{importlib.metadata.version(DISTRIBUTION)}+{digest.hexdigest()[:12]}"
 
 
 def _log_headline(metrics: dict) -> None:

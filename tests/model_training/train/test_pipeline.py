@@ -12,7 +12,7 @@ from model_training.config import CONFIG_DIR, load_config, save_config
 from model_training.release import ReleaseTable
 from model_training.simulator.simulate import SIMULATOR_VERSION
 from model_training.train import loop
-from model_training.train.pipeline import CHECKPOINT_DIR
+from model_training.train.pipeline import CHECKPOINT_DIR, model_version
 
 TINY = str(CONFIG_DIR / "tiny.yaml")
 STAGES = ("pretrain", "labs", "diagnosis", "ecg_only", "multimodal")
@@ -65,6 +65,15 @@ def test_the_artifact_is_calibrated_on_validation_and_carries_the_release_table(
         assert ece["after"] <= ece["before"], kind
     report = (finished_run / "report.md").read_text()
     assert "## Calibration" in report and "## What reaches the chart" in report
+
+
+@pytest.mark.slow
+def test_the_same_weights_released_under_another_rule_get_another_version(finished_run):
+    release = json.loads((finished_run / "metrics.json").read_text())["release"]
+    version = model_version(finished_run / CHECKPOINT_DIR, release)
+    assert version == load_artifact(finished_run / "model").manifest.model_version
+    stricter = {**release, "rule": {**release["rule"], "min_ppv": 0.5}}
+    assert model_version(finished_run / CHECKPOINT_DIR, stricter) != version
 
 
 @pytest.mark.slow
