@@ -71,7 +71,7 @@ class StageRunner:
         result = train()
         if self.ctx.is_main:
             save_stage(path, modules, result, self.config)
-            log.info("%s: kept epoch %d (validation macro AUROC %.4f)", stage, result.best_epoch, result.best_score)
+            log.info("%s: kept epoch %d (%s)", stage, result.best_epoch, _why_kept(result))
         barrier(self.ctx)
         return result
 
@@ -100,6 +100,12 @@ class StageRunner:
             return value if value == value else 0.0  # NaN (a validation fold without positives) selects the last
 
         return score
+
+
+def _why_kept(result: FitResult) -> str:
+    if result.best_score != result.best_score:  # NaN: the stage has no validation score (pre-training)
+        return "the last epoch: this stage is not validated"
+    return f"validation macro AUROC {result.best_score:.4f}"
 
 
 def pretrain(runner: StageRunner) -> tuple[EcgEncoder, ClinicalEncoder]:
