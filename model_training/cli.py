@@ -124,6 +124,8 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     study.add_argument("--out", type=Path, default=None, help="study folder: cells, study.json, study.png")
     study.add_argument("--configs", default=None, help="comma-separated variants to run, or `all` "
                        "(default: the grid's run_by_default)")  # fmt: skip
+    study.add_argument("--arms", default=None, help="comma-separated arms to run (default: every arm of the grid), "
+                       "e.g. `full` to run the variants on the primary arm only")  # fmt: skip
     study.add_argument("--max-cells", type=int, default=None, help="train at most this many cells, then stop")
     study.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
     study.add_argument("--report", type=Path, default=None, metavar="OUT", help="print the tables of a study folder")
@@ -240,8 +242,9 @@ def _study(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid)
     configs = None if args.configs is None else tuple(grid.configs) if args.configs == "all" else tuple(
         name.strip() for name in args.configs.split(","))  # fmt: skip
-    run = run_study(grid, args.data, args.out, configs=configs, max_cells=args.max_cells, device=args.device,
-                    progress=not args.no_progress)  # fmt: skip
+    arms = None if args.arms is None else tuple(name.strip() for name in args.arms.split(","))
+    run = run_study(grid, args.data, args.out, configs=configs, arms=arms, max_cells=args.max_cells,
+                    device=args.device, progress=not args.no_progress)  # fmt: skip
     report = study_report(grid, args.out, configs or grid.run_by_default)
     json_path, figure_path = write_outputs(report, args.out)
     print(markdown(report), end="")

@@ -90,14 +90,19 @@ class StudyGrid:
     goals: Goals = field(default_factory=Goals)
     simulator_version: str | None = None  # the frozen simulated hospital the study is pre-registered on
 
-    def cells(self, configs: tuple[str, ...] | None = None) -> list[Cell]:
-        """The cells of ``configs`` (default: ``run_by_default``) in run order: arm, then variant, then seed."""
+    def cells(self, configs: tuple[str, ...] | None = None, arms: tuple[str, ...] | None = None) -> list[Cell]:
+        """The cells of ``configs`` (default: ``run_by_default``) in the ``arms`` named (default: every arm), in run
+        order: arm, then variant, then seed."""
         chosen = self.run_by_default if configs is None else configs
         unknown = sorted(set(chosen) - set(self.configs))
         if unknown:
             raise ConfigError(f"unknown config(s) {unknown}; the grid defines {sorted(self.configs)}")
-        return [Cell(arm.name, name, seed, arm.label_fraction) for arm in self.arms for name in chosen
-                for seed in arm.seeds]  # fmt: skip
+        names = [arm.name for arm in self.arms]
+        unknown_arms = sorted(set(arms or ()) - set(names))
+        if unknown_arms:
+            raise ConfigError(f"unknown arm(s) {unknown_arms}; the grid defines {names}")
+        return [Cell(arm.name, name, seed, arm.label_fraction) for arm in self.arms
+                if arms is None or arm.name in arms for name in chosen for seed in arm.seeds]  # fmt: skip
 
     def train_config(self, cell: Cell) -> TrainConfig:
         """The base configuration with the variant's overrides and the cell's seed, data and label fraction."""

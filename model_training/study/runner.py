@@ -61,18 +61,19 @@ def run_study(
     out_dir: Path,
     *,
     configs: tuple[str, ...] | None = None,
+    arms: tuple[str, ...] | None = None,
     max_cells: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> StudyRun:
-    """Run every unfinished cell of ``configs`` (default: the grid's ``run_by_default``); ``max_cells`` stops after
-    that many cells were trained (the rest are left for the next invocation)."""
+    """Run every unfinished cell of ``configs`` (default: the grid's ``run_by_default``) in ``arms`` (default: all);
+    ``max_cells`` stops after that many cells were trained (the rest are left for the next invocation)."""
     if grid.simulator_version not in (None, SIMULATOR_VERSION):
         raise ConfigError(f"the grid is pre-registered on simulator {grid.simulator_version}, this checkout's is "
                           f"{SIMULATOR_VERSION}: check out the frozen version or register a new study")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     save_grid(grid, out_dir / GRID_FILE)
-    cells = grid.cells(configs)
+    cells = grid.cells(configs, arms)
     trained: list[Cell] = []
     with tqdm(total=len(cells), desc="study", unit="cell", disable=not progress) as bar:
         for cell in cells:

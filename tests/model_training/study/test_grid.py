@@ -51,6 +51,14 @@ def test_cells_run_arm_by_arm_then_variant_then_seed():
         grid.cells(("nope",))
 
 
+def test_the_variants_can_run_on_the_primary_arm_alone():
+    grid = load_grid(STUDY)
+    cells = grid.cells(tuple(grid.configs), arms=("full",))
+    assert {c.arm for c in cells} == {"full"} and len(cells) == len(grid.configs) * len(grid.seeds)
+    with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['half'\]"):
+        grid.cells(arms=("half",))
+
+
 def raw_grid(**changes) -> dict:
     raw = yaml.safe_load(STUDY.read_text())
     raw.update(changes)

@@ -55,3 +55,11 @@ def test_a_study_stopped_after_one_cell_resumes_and_reports(tmp_path, monkeypatc
     assert main(["study", "--report", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Cells complete: 3 of 3." in printed and "| labels-half | ours | 1 |" in printed
+
+
+def test_an_arm_the_grid_does_not_define_is_refused_before_anything_runs(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "out"
+    args = ["study", "--grid", TINY_GRID, "--data", str(data), "--out", str(out), "--arms", "half", "--no-progress"]
+    assert main(args) == 1
+    assert "unknown arm(s) ['half']" in capsys.readouterr().err
+    assert not data.exists()
