@@ -56,7 +56,10 @@ def decode_data(text: str, scaling: Scaling) -> np.ndarray:
     ascii_bytes = check_characters(text)
     if _has_special_token(text):
         return _decode_with_specials(text, scaling)
-    return scaling.origin + scaling.factor * _parse_numbers(text, ascii_bytes)
+    values = _parse_numbers(text, ascii_bytes)  # a fresh array: scaled in place
+    values *= scaling.factor
+    values += scaling.origin
+    return values
 
 
 def check_characters(text: str) -> bytes:
@@ -88,7 +91,7 @@ def _parse_integers(text: str, ascii_bytes: bytes) -> np.ndarray:
     before_digit = np.concatenate((is_digit[1:], [False]))
     if np.any(is_sign & ~(starts_token & before_digit)):
         raise SampledDataError("a sign that does not start a number")
-    if not is_digit.any():
+    if not ascii_bytes.strip():
         return np.empty(0, dtype=np.int64)  # fromstring would read blank text as one 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)

@@ -30,10 +30,17 @@ def test_random_integer_texts_decode_exactly_like_the_strict_parser_or_are_refus
             np.testing.assert_array_equal(decode_data(text, Scaling()), expected, err_msg=repr(text))
 
 
-@pytest.mark.parametrize("text", ["1 - 2", "-", "1-2", "2+", "+-1", "99999999999999999999 1", "1 2.3.4", "1e", "nan"])
+@pytest.mark.parametrize(
+    "text", ["1 - 2", "-", "1-2", "2+", "+-1", "99999999999999999999 1", "1 2.3.4", "1e", "nan", "LU", "UL 1"]
+)
 def test_what_a_lenient_parser_would_misread_is_refused(text):
     with pytest.raises(SampledDataError):
         decode_data(text, Scaling())
+
+
+def test_values_are_the_origin_plus_the_factor_times_the_data():
+    np.testing.assert_array_equal(decode_data("1 -2 +3", Scaling(origin=1.0, factor=2.0)), [3.0, -3.0, 7.0])
+    np.testing.assert_array_equal(decode_data("0.5 -1", Scaling(origin=-1.0, factor=4.0)), [1.0, -5.0])
 
 
 def test_blank_text_is_no_samples_not_one_zero():
