@@ -117,7 +117,9 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         "OUT/cells/ARM/CONFIG/seed-N, one simulated hospital per seed in DATA/seed-N; a rerun skips finished cells "
         "and resumes a killed one from its stage checkpoints. Writes OUT/study.json (per-seed table, mean ± sd, "
         "paired test of ours - ECG-only, gap closed, lab macro AUROC, per visibility group, the pre-registered "
-        "goals) and OUT/study.png, and prints the tables. With --report OUT: only print the tables.",
+        "goals; every variant run so far beside the pre-registered ones) and OUT/study.png (with "
+        "OUT/study-variants.png once several variants ran on the primary arm), and prints the tables. With "
+        "--report OUT: train nothing; print the tables of the cells complete so far and rewrite those files.",
     )  # fmt: skip
     study.add_argument("--grid", type=Path, default=None, help="study grid YAML (e.g. configs/study.yaml)")
     study.add_argument("--data", type=Path, default=None, help="folder of the simulated hospitals (DATA/seed-N)")
@@ -128,7 +130,13 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
                        "e.g. `full` to run the variants on the primary arm only")  # fmt: skip
     study.add_argument("--max-cells", type=int, default=None, help="train at most this many cells, then stop")
     study.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
-    study.add_argument("--report", type=Path, default=None, metavar="OUT", help="print the tables of a study folder")
+    study.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="print the tables of a study folder and rewrite its study.json and figures (trains nothing)",
+    )
     study.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     export = commands.add_parser(
@@ -235,7 +243,10 @@ def _study(args: argparse.Namespace) -> int:
     from model_training.study.runner import GRID_FILE, run_study, study_report
 
     if args.report is not None:
-        print(markdown(study_report(load_grid(args.report / GRID_FILE), args.report)), end="")
+        report = study_report(load_grid(args.report / GRID_FILE), args.report)
+        written = write_outputs(report, args.report)
+        print(markdown(report), end="")
+        print("wrote " + ", ".join(str(path) for path in written))
         return 0
     if args.grid is None or args.data is None or args.out is None:
         raise ModelTrainingError("study: give --grid, --data and --out (or --report OUT)")
@@ -245,11 +256,11 @@ def _study(args: argparse.Namespace) -> int:
     arms = None if args.arms is None else tuple(name.strip() for name in args.arms.split(","))
     run = run_study(grid, args.data, args.out, configs=configs, arms=arms, max_cells=args.max_cells,
                     device=args.device, progress=not args.no_progress)  # fmt: skip
-    report = study_report(grid, args.out, configs or grid.run_by_default)
-    json_path, figure_path = write_outputs(report, args.out)
+    report = study_report(grid, args.out)  # the pre-registered variants and every other one run so far
+    written = write_outputs(report, args.out)
     print(markdown(report), end="")
     print(f"trained {len(run.trained)} cell(s); {len(run.complete)} of {len(run.cells)} complete")
-    print(f"wrote {json_path} and {figure_path}")
+    print("wrote " + ", ".join(str(path) for path in written))
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The study's outputs: ``study.json``, ``study.png`` and the markdown tables ``ecg-train study --report`` prints."""
+"""The study's outputs: ``study.json``, ``study.png`` (the pre-registered variants), ``study-variants.png`` (every
+variant of the primary arm side by side, once more than one has a complete cell) and the markdown tables
+``ecg-train study --report`` prints."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from model_training.study.grid import StudyGrid
 
 STUDY_FILE = "study.json"
 FIGURE_FILE = "study.png"
+VARIANTS_FIGURE_FILE = "study-variants.png"
 MODEL_LABELS = {"ecg_only": "ECG-only", "ours": "ours", "multimodal": "multimodal"}
 
 
@@ -39,6 +42,11 @@ class StudyReport:
     def primary(self) -> ArmSummary | None:
         endpoint = self.grid.primary_endpoint
         return next((s for s in self.summaries if (s.arm, s.config) == (endpoint.arm, endpoint.config)), None)
+
+    @property
+    def primary_arm_variants(self) -> list[ArmSummary]:
+        """Every variant with a complete cell on the primary endpoint's arm, in the grid's order."""
+        return [s for s in self.summaries if s.arm == self.grid.primary_endpoint.arm]
 
     def goals(self, summary: ArmSummary) -> list[GoalCheck]:
         return check_goals(summary, self.grid.goals)
@@ -60,13 +68,17 @@ class StudyReport:
         }
 
 
-def write_outputs(report: StudyReport, out_dir: Path) -> tuple[Path, Path]:
+def write_outputs(report: StudyReport, out_dir: Path) -> list[Path]:
+    """Write ``study.json`` and the figures; returns the paths written."""
     json_path, figure_path = out_dir / STUDY_FILE, out_dir / FIGURE_FILE
     partial = json_path.with_name(STUDY_FILE + ".partial")
     partial.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     partial.replace(json_path)
     plot_study(report, figure_path)
-    return json_path, figure_path
+    written = [json_path, figure_path]
+    if len(report.primary_arm_variants) > 1:
+        written.append(plot_variants(report, out_dir / VARIANTS_FIGURE_FILE))
+    return written
 
 
 # ---------------------------------------------------------------- markdown
@@ -152,24 +164,73 @@ def _goal_value(goal: GoalCheck) -> str:
 
 
 def plot_study(report: StudyReport, path: Path) -> None:
-    """Per (arm, variant): each seed's macro AUROC of the three models (top); delta per seed with the mean and
-    its 95 % CI, overall and per visibility group (bottom)."""
+    """Per (arm, pre-registered variant): each seed's macro AUROC of the three models (top); delta per seed with the
+    mean and its 95 % CI, overall and per visibility group (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = max(1, len(report.summaries))
+    summaries = [s for s in report.summaries if s.config in report.grid.run_by_default]
+    columns = max(1, len(summaries))
     figure, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.0), dpi=110, squeeze=False)
-    for j, summary in enumerate(report.summaries):
+    for j, summary in enumerate(summaries):
         cells = [r for r in report.results if (r.arm, r.config) == (summary.arm, summary.config)]
         _plot_models(axes[0, j], summary, cells)
         _plot_deltas(axes[1, j], summary, cells)
-    if not report.summaries:
+    if not summaries:
         axes[0, 0].set_title("no complete cell yet")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def plot_variants(report: StudyReport, path: Path) -> Path:
+    """The primary arm's variants side by side, against the pre-registered goals: delta ours − ECG-only, gap closed
+    and lab macro AUROC, each seed a dot and the mean with its 95 % CI (delta) or ± sd."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summaries, goals = report.primary_arm_variants, report.grid.goals
+    figure, axes = plt.subplots(1, 3, figsize=(4.0 + 1.4 * len(summaries), 4.4), dpi=110, squeeze=False)
+    panels = (("delta, variant - ECG-only", lambda r: r.delta, _delta_interval, 0.0),
+              ("gap closed", lambda r: r.gap_closed, lambda s: _sd_interval(s.gap_closed), goals.min_gap_closed),
+              ("lab macro AUROC", lambda r: r.lab_macro, lambda s: _sd_interval(s.lab_macro),
+               goals.min_lab_macro_auroc))  # fmt: skip
+    for axis, (label, value_of, interval_of, goal) in zip(axes[0], panels, strict=True):
+        for i, summary in enumerate(summaries):
+            cells = [r for r in report.results if (r.arm, r.config) == (summary.arm, summary.config)]
+            values = [value_of(c) for c in cells if math.isfinite(value_of(c))]
+            axis.scatter([i] * len(values), values, color="tab:gray", alpha=0.7, s=16)
+            low, mean, high = interval_of(summary)
+            if math.isfinite(mean):
+                axis.errorbar([i + 0.2], [mean], yerr=[[mean - low], [high - mean]], fmt="s", color="tab:blue",
+                              capsize=4)  # fmt: skip
+        is_zero_line = goal == 0.0
+        axis.axhline(goal, color="black" if is_zero_line else "tab:red", linewidth=0.8,
+                     linestyle="-" if is_zero_line else "--")  # fmt: skip
+        axis.set_xticks(range(len(summaries)), [s.config for s in summaries], rotation=30, ha="right")
+        axis.set_title(label)
+    figure.suptitle(f"arm {report.grid.primary_endpoint.arm}: every variant on the same seeds (goals dashed)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _delta_interval(summary: ArmSummary) -> tuple[float, float, float]:
+    """(low, mean, high) of the paired delta: its 95 % CI (the mean alone with one seed)."""
+    d = summary.delta
+    low, high = (d.ci_low, d.ci_high) if math.isfinite(d.ci_low) else (d.mean_delta, d.mean_delta)
+    return low, d.mean_delta, high
+
+
+def _sd_interval(figure: Summary) -> tuple[float, float, float]:
+    """(mean − sd, mean, mean + sd) over seeds (the mean alone with one seed)."""
+    sd = figure.sd if math.isfinite(figure.sd) else 0.0
+    return figure.mean - sd, figure.mean, figure.mean + sd
 
 
 def _plot_models(axis, summary: ArmSummary, cells: list[CellResult]) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from model_training.cli import main
 from model_training.config import CONFIG_DIR
 from model_training.errors import ConfigError
 from model_training.simulator.simulate import SIMULATOR_VERSION
 from model_training.study import runner
 from model_training.study.grid import Cell, load_grid
-from model_training.study.report import write_outputs
+from model_training.study.report import VARIANTS_FIGURE_FILE, write_outputs
 from model_training.study.runner import CELL_FILE, adopt_checkpoints, ensure_hospital, run_study, study_report
 from model_training.train.checkpoints import checkpoint_path, save_stage
 from model_training.train.loop import FitResult
@@ -149,7 +150,7 @@ def test_the_report_of_a_partial_study_counts_what_is_missing(pipeline, tmp_path
     run_study(grid, tmp_path / "data", out, max_cells=2, progress=False)
     report = study_report(grid, out)
     assert (len(report.results), report.n_cells_expected) == (2, 3)
-    json_path, figure_path = write_outputs(report, out)
+    json_path, figure_path = write_outputs(report, out)[:2]
     study = json.loads(json_path.read_text())
     assert study["primary_endpoint"]["result"]["n"] == 2
     assert study["primary_endpoint"]["result"]["mean_delta"] == pytest.approx(0.025)
@@ -166,3 +167,26 @@ def test_a_cell_finished_before_a_setting_existed_stays_complete(pipeline, tmp_p
     assert [c.name for c in run_study(grid, tmp_path / "data", out, max_cells=1, progress=False).trained] == [
         "full/ours/seed-2"
     ]
+
+
+def test_a_run_of_the_variants_alone_keeps_the_primary_analysis_and_compares_every_variant(pipeline, tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "out"
+    args = ["study", "--grid", str(TINY_GRID), "--data", str(data), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert not (out / VARIANTS_FIGURE_FILE).exists(), "one variant: nothing to compare yet"
+
+    assert main([*args, "--configs", "lab-regression", "--arms", "full"]) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert {(s["arm"], s["config"]) for s in study["summaries"]} == {
+        ("full", "ours"),
+        ("labels-half", "ours"),
+        ("full", "lab-regression"),
+    }, "the variants are reported beside the pre-registered analysis, not in its place"
+    assert study["primary_endpoint"]["result"]["n"] == 2
+    assert (out / VARIANTS_FIGURE_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    (out / "study.json").unlink()
+    capsys.readouterr()
+    assert main(["study", "--report", str(out)]) == 0
+    assert "| full | lab-regression | 2 |" in capsys.readouterr().out
+    assert json.loads((out / "study.json").read_text()) == study, "--report rewrites the same analysis"
