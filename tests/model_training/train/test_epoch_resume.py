@@ -93,6 +93,15 @@ def assert_no_epoch_checkpoint(folder: Path, stage: str) -> None:
     assert not path.exists() and not partial_path(path).exists()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Train on one thread, as the tiny configuration's runs do: two on a busy 2-core machine are many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def never_stopped(tiny_tensors, tmp_path_factory) -> Path:
     """Each stage trained in one go."""
