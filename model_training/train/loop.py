@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -144,7 +145,10 @@ def _restore(
     optimizer.load_state_dict(state.optimizer)
     scheduler.load_state_dict(state.scheduler)
     restore_random_states(state.random_states[ctx.rank], task, ctx.device)
-    return FitResult(state.best_epoch, state.best_score, list(state.history)), state.best_state
+    # Interned keys are the very objects the loop's literals are: the stage checkpoint then pickles to the bytes of
+    # a run never stopped (pickle refers back to a key object it has written), and its hash is the model version.
+    history = [{sys.intern(key): value for key, value in entry.items()} for entry in state.history]
+    return FitResult(state.best_epoch, state.best_score, history), state.best_state
 
 
 def training_loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, CropBatches]:

@@ -86,6 +86,8 @@ def assert_same_stage(folder: Path, other: Path, stage: str) -> None:
             assert torch.equal(tensor, theirs["modules"][name][key]), f"{stage}: {name}.{key} differs"
     outcome = ("history", "best_epoch", "best_score")
     np.testing.assert_equal({k: mine[k] for k in outcome}, {k: theirs[k] for k in outcome})  # NaN equals NaN
+    same_bytes = checkpoint_path(folder, stage).read_bytes() == checkpoint_path(other, stage).read_bytes()
+    assert same_bytes, f"{stage}: the checkpoint's bytes differ (its hash is the model version)"
 
 
 def assert_no_epoch_checkpoint(folder: Path, stage: str) -> None:
