@@ -97,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(config.num_threads)
     with tempfile.TemporaryDirectory() as folder:
         result = {
-            "config": str(args.config),
+            "config": args.config.name,
             "pretrain": measure(pretrain_task(config), keep_best=False, repeats=args.repeats, folder=Path(folder)),
             "ecg_only": measure(ecg_only_task(config), keep_best=True, repeats=args.repeats, folder=Path(folder)),
         }
