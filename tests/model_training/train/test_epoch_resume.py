@@ -172,6 +172,24 @@ def test_an_epoch_checkpoint_this_run_cannot_continue_is_not_used_and_the_log_sa
     assert_no_epoch_checkpoint(tmp_path, "multimodal")
 
 
+def test_an_epoch_checkpoint_of_a_training_fold_cut_into_other_steps_is_not_continued(
+    tiny_tensors, tmp_path, monkeypatch, caplog
+):
+    train_killed("multimodal", tmp_path, tiny_tensors, monkeypatch, at_epoch=1)
+    rows = tiny_tensors.splits["train_labelled"]
+    smaller = dataclasses.replace(
+        tiny_tensors, splits={**tiny_tensors.splits, "train_labelled": rows[: len(rows) // 2]}
+    )
+    trained = record_epochs(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="model_training.train.loop"):
+        train("multimodal", tmp_path, smaller, resume=True)
+    assert trained == list(range(EPOCHS))
+    batch = config().batch_size
+    steps, fewer = len(rows) // batch, len(rows) // 2 // batch  # the incomplete last batch is dropped
+    assert f"written for {EPOCHS} epochs of {steps} steps, this run has {EPOCHS} of {fewer}" in caplog.text
+    assert_no_epoch_checkpoint(tmp_path, "multimodal")
+
+
 def test_without_resume_a_stale_epoch_checkpoint_is_ignored(never_stopped, tiny_tensors, tmp_path, monkeypatch):
     train_killed("multimodal", tmp_path, tiny_tensors, monkeypatch, at_epoch=2)
     trained = record_epochs(monkeypatch)
