@@ -82,7 +82,11 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training YAML (default: the demo config)")
     run.add_argument("--data", type=Path, required=True, help="dataset root (simulated into if empty)")
     run.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics, report, model")
-    run.add_argument("--resume", action="store_true", help="skip the stages whose checkpoint exists in OUT")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the stages whose checkpoint exists in OUT; continue a stage cut short from its last finished epoch",
+    )
     run.add_argument("--device", choices=["cpu", "cuda"], default=None, help="override the config's device")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -115,7 +119,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         "study", help="run a pre-registered multi-seed study grid (resumable) and report it",
         description="Run every cell (arm x config x seed) of a study grid as an `ecg-train run` pipeline in "
         "OUT/cells/ARM/CONFIG/seed-N, one simulated hospital per seed in DATA/seed-N; a rerun skips finished cells "
-        "and resumes a killed one from its stage checkpoints. Writes OUT/study.json (per-seed table, mean ± sd, "
+        "and resumes a killed one from its last finished epoch. Writes OUT/study.json (per-seed table, mean ± sd, "
         "paired test of ours - ECG-only, gap closed, lab macro AUROC, per visibility group, the pre-registered "
         "goals; every variant run so far beside the pre-registered ones) and OUT/study.png (with "
         "OUT/study-variants.png once several variants ran on the primary arm), and prints the tables. With "

@@ -5,9 +5,9 @@ patients and seed when reused); its cohort is built by the first cell's pipeline
 the others (``ensure_cohort`` builds only when ``cohort.json``, written last, is absent).
 
 Per cell, one ``ecg-train run`` pipeline in ``OUT/cells/ARM/CONFIG/seed-N`` with ``resume``: a
-cell killed mid-way restarts from its last finished stage (each stage's checkpoint is written
-atomically). When the pipeline has returned, ``cell.json`` is written (temporary file, then
-rename): only then is the cell complete, and a rerun skips it.
+cell killed mid-way goes on from its last finished epoch (each stage's checkpoint, and within a
+stage each epoch's, is written atomically). When the pipeline has returned, ``cell.json`` is
+written (temporary file, then rename): only then is the cell complete, and a rerun skips it.
 
 Stages are not trained twice for the same data and settings: before a cell runs, every stage
 checkpoint another cell of the same seed holds whose recorded settings equal this cell's (the very

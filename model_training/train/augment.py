@@ -10,7 +10,8 @@ on by a positive value in ``pretrain.augment`` (:class:`model_training.config.Au
 * lead dropout: a lead zeroed, as the shared preprocessing fills a missing or flat lead.
 
 The random draws come from the module's own seeded generator (on the CPU, so a seed gives the same
-draws on any device) and never touch the global one that dropout and batch order use.
+draws on any device) and never touch the global one that dropout and batch order use. The
+generator runs on across epochs; the epoch checkpoint saves its state (:meth:`EcgAugmentation.generators`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class EcgAugmentation(nn.Module):
         super().__init__()
         self.config = config
         self.generator = torch.Generator().manual_seed(seed)
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """What the augmentations are drawn from (:class:`model_training.train.epoch_checkpoint.HoldsGenerators`)."""
+        return {"augmentation": self.generator}
 
     def forward(self, ecg: Tensor) -> Tensor:
         config, shape = self.config, ecg.shape

@@ -3,6 +3,11 @@
 A checkpoint records the configuration sections it depends on (a stage depends on its own
 section and those of the stages before it); resuming when one of them changed is refused
 rather than mixing stages trained under different settings.
+
+Within a stage, the epoch checkpoint ``OUT/checkpoints/<stage>.epoch.pt``
+(:mod:`model_training.train.epoch_checkpoint`) records the same settings: ``--resume`` continues a
+stage killed mid-way from its last finished epoch only under the settings and the number of
+processes that wrote it (:func:`epoch_mismatch`), and trains the stage from the start otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from torch import nn
 
 from model_training.config import TrainConfig, with_defaults
 from model_training.errors import ConfigError
+from model_training.train.epoch_checkpoint import EpochState
 from model_training.train.loop import FitResult
 
 #: What every stage's weights depend on, besides its own section(s).
@@ -47,6 +53,29 @@ def same_stage_settings(stored: dict[str, object], config: TrainConfig, stage: s
     folders still resume and evaluate.
     """
     return with_defaults(stored, stage_config(TrainConfig(), stage)) == stage_config(config, stage)
+
+
+def changed_settings(stored: dict[str, object], config: TrainConfig, stage: str) -> list[str]:
+    """The settings (dotted: ``pretrain.lr``) that ``stored`` records otherwise than ``config`` has them."""
+    return _differences(with_defaults(stored, stage_config(TrainConfig(), stage)), stage_config(config, stage))
+
+
+def _differences(old: object, new: object, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(old.keys() | new.keys())
+        return [name for key in keys for name in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.removesuffix(".")]
+
+
+def epoch_mismatch(state: EpochState, config: TrainConfig, stage: str, world_size: int) -> str | None:
+    """Why this run (``config``, ``world_size`` processes) cannot continue the epoch checkpoint ``state``; None if
+    it can."""
+    if not same_stage_settings(state.config, config, stage):
+        changed = ", ".join(changed_settings(state.config, config, stage)) or "the recorded sections"
+        return f"written under other settings ({changed})"
+    if state.world_size != world_size:
+        return f"written by {state.world_size} processes, this run has {world_size}"
+    return None
 
 
 def checkpoint_path(checkpoint_dir: Path, stage: str) -> Path:

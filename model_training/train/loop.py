@@ -6,6 +6,11 @@ wrapped in DDP unchanged. After each epoch ``validate`` scores the unwrapped tas
 validation fold; the best-scoring weights are kept (model selection on validation
 macro AUROC). Every rank validates on the whole validation fold with identical weights,
 so every rank selects the same epoch without communicating.
+
+Given an :class:`~model_training.train.epoch_checkpoint.EpochCheckpoint`, ``fit`` writes the
+state after each epoch and can continue from one written before: a run killed mid-stage and
+resumed ends with exactly the weights and history of one never stopped
+(:mod:`model_training.train.epoch_checkpoint` says what is saved and why that is enough).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +29,13 @@ from tqdm import tqdm
 
 from model_training.train.data import CohortTensors, CropBatches, TrainingWindows, to_device
 from model_training.train.distributed import DistContext, wrap
+from model_training.train.epoch_checkpoint import (
+    EpochCheckpoint,
+    EpochState,
+    capture_random_states,
+    restore_random_states,
+    save_epoch_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +66,13 @@ def fit(
     settings: FitSettings,
     ctx: DistContext,
     validate: Callable[[nn.Module], float] | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> FitResult:
     """Train ``task`` on the training fold with AdamW + one-cycle schedule; keep the best validated weights.
 
     ``param_groups`` are AdamW groups with their own ``lr``; without ``validate`` the last epoch is kept.
+    With ``checkpoint``, the state after every epoch is written to ``checkpoint.path``, and training goes on
+    from ``checkpoint.resume_from`` when it holds one (unless it was cut into other steps per epoch).
     """
     task.to(ctx.device)
     trained = wrap(task, ctx)
@@ -66,8 +82,12 @@ def fit(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[g["lr"] for g in param_groups], total_steps=steps, pct_start=0.2
     )
-    result, best_state = FitResult(), None
-    for epoch in range(settings.epochs):
+    result, best_state, first_epoch = FitResult(), None, 0
+    resume_from = _continuable(checkpoint, settings, len(loader), ctx)
+    if resume_from is not None:
+        result, best_state = _restore(resume_from, task, optimizer, scheduler, ctx)
+        first_epoch = resume_from.next_epoch
+    for epoch in range(first_epoch, settings.epochs):
         batches.set_epoch(epoch)
         loss = _train_epoch(trained, loader, data, optimizer, scheduler, settings, ctx, epoch)
         entry = {"epoch": float(epoch), "train_loss": loss}
@@ -79,11 +99,56 @@ def fit(
         result.history.append(entry)
         if ctx.is_main:
             log.info("%s epoch %d: %s", settings.desc, epoch, {k: round(v, 4) for k, v in entry.items()})
+        if checkpoint is not None:
+            state = EpochState(next_epoch=epoch + 1, epochs=settings.epochs, steps_per_epoch=len(loader),
+                               world_size=ctx.world_size, config=checkpoint.config, task=task.state_dict(),
+                               optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                               history=result.history, best_epoch=result.best_epoch, best_score=result.best_score,
+                               best_state=best_state,
+                               random_states=[capture_random_states(task, ctx.device)])  # fmt: skip
+            save_epoch_checkpoint(checkpoint.path, state, ctx)
     if best_state is not None:
         task.load_state_dict(best_state)
     else:
         result.best_epoch = settings.epochs - 1
     return result
+
+
+def _continuable(
+    checkpoint: EpochCheckpoint | None, settings: FitSettings, steps_per_epoch: int, ctx: DistContext
+) -> EpochState | None:
+    """``checkpoint.resume_from`` if this run cuts its epochs as the one that wrote it did (else None, logged)."""
+    state = checkpoint.resume_from if checkpoint is not None else None
+    if state is None:
+        return None
+    if (state.epochs, state.steps_per_epoch) != (settings.epochs, steps_per_epoch):
+        if ctx.is_main:
+            log.warning("%s: the epoch checkpoint %s was written for %d epochs of %d steps, this run has %d of %d: "
+                        "training the stage from the start", settings.desc, checkpoint.path, state.epochs,
+                        state.steps_per_epoch, settings.epochs, steps_per_epoch)  # fmt: skip
+        return None
+    if ctx.is_main:
+        log.info("%s: resuming from epoch %d of %d (%s)", settings.desc, state.next_epoch, settings.epochs,
+                 checkpoint.path)  # fmt: skip
+    return state
+
+
+def _restore(
+    state: EpochState,
+    task: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ctx: DistContext,
+) -> tuple[FitResult, dict[str, torch.Tensor] | None]:
+    """Put the task, optimizer, schedule and this rank's random streams where ``state`` left them."""
+    task.load_state_dict(state.task)
+    optimizer.load_state_dict(state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    restore_random_states(state.random_states[ctx.rank], task, ctx.device)
+    # Interned keys are the very objects the loop's literals are: the stage checkpoint then pickles to the bytes of
+    # a run never stopped (pickle refers back to a key object it has written), and its hash is the model version.
+    history = [{sys.intern(key): value for key, value in entry.items()} for entry in state.history]
+    return FitResult(state.best_epoch, state.best_score, history), state.best_state
 
 
 def training_loader(data: CohortTensors, settings: FitSettings, ctx: DistContext) -> tuple[DataLoader, CropBatches]:

@@ -8,7 +8,9 @@
 * ``multimodal``: late fusion of ECG and clinical encoders (upper bound).
 
 Each function returns the trained modules; with ``resume`` a finished stage is loaded
-from OUT/checkpoints/<stage>.pt instead of trained again.
+from OUT/checkpoints/<stage>.pt instead of trained again, and a stage cut short goes on from
+its last finished epoch (OUT/checkpoints/<stage>.epoch.pt, written after every epoch and
+removed once the stage's own checkpoint is saved) to the weights of a run never stopped.
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ from model_training.losses import ClipLoss, VicRegLoss, multilabel_loss
 from model_training.models import ClinicalEncoder, EcgEncoder, Head, LateFusionModel
 from model_training.train import builders
 from model_training.train.augment import EcgAugmentation
-from model_training.train.checkpoints import checkpoint_path, load_stage, save_stage
+from model_training.train.checkpoints import checkpoint_path, epoch_mismatch, load_stage, save_stage, stage_config
 from model_training.train.data import CohortTensors
 from model_training.train.distributed import DistContext, barrier
+from model_training.train.epoch_checkpoint import (
+    EpochCheckpoint,
+    EpochState,
+    epoch_checkpoint_path,
+    read_epoch_state,
+    remove_epoch_checkpoint,
+)
 from model_training.train.loop import FitResult, FitSettings, fit
 from model_training.train.predict import macro_auroc, window_probabilities
 from model_training.train.tasks import EcgHeadsTask, MultimodalTask, PretrainTask
@@ -58,22 +67,45 @@ class StageRunner:
         self,
         stage: str,
         modules: dict[str, nn.Module],
-        train: Callable[[], FitResult],
+        train: Callable[[EpochCheckpoint], FitResult],
     ) -> FitResult:
-        """Load ``modules`` from the stage's checkpoint when resuming, else ``train()`` and save them (rank 0)."""
+        """Load ``modules`` from the stage's checkpoint when resuming, else ``train(epoch checkpoint)`` and save them
+        (rank 0). When resuming, ``train`` gets the stage's epoch checkpoint to continue from, if this run may."""
         path = checkpoint_path(self.checkpoint_dir, stage)
+        epochs_path = epoch_checkpoint_path(self.checkpoint_dir, stage)
         if self.require_checkpoints and not path.exists():
             raise ModelTrainingError(f"{path}: no checkpoint for stage {stage!r}; train it with `ecg-train run` first")
         if (self.resume or self.require_checkpoints) and path.exists():
             result = load_stage(path, modules, self.config)
             log.info("%s: resumed from %s (best epoch %d)", stage, path, result.best_epoch)
+            if self.ctx.is_main and not self.require_checkpoints:
+                remove_epoch_checkpoint(epochs_path)  # left by a run whose stage checkpoint came from elsewhere
             return result
-        result = train()
+        resume_from = self._epoch_to_resume(stage, epochs_path) if self.resume else None
+        if resume_from is None and self.ctx.is_main:
+            remove_epoch_checkpoint(epochs_path)  # a stale one must not be taken up by a later --resume
+        result = train(EpochCheckpoint(epochs_path, stage_config(self.config, stage), resume_from))
         if self.ctx.is_main:
             save_stage(path, modules, result, self.config)
+            remove_epoch_checkpoint(epochs_path)
             log.info("%s: kept epoch %d (%s)", stage, result.best_epoch, _why_kept(result))
         barrier(self.ctx)
         return result
+
+    def _epoch_to_resume(self, stage: str, path: Path) -> EpochState | None:
+        """The epoch checkpoint at ``path`` if this run may continue it; else None, and the reason logged."""
+        if not path.exists():
+            return None
+        try:
+            state = read_epoch_state(path)
+            reason = epoch_mismatch(state, self.config, stage, self.ctx.world_size)
+        except ModelTrainingError as exc:
+            state, reason = None, str(exc)
+        if reason is None:
+            return state
+        if self.ctx.is_main:
+            log.warning("%s: not resuming from %s, %s: training the stage from the start", stage, path, reason)
+        return None
 
     def settings(self, stage: str, epochs: int) -> FitSettings:
         """Pre-training sees every training study (in batches of ``pretrain.batch_size`` when set: the contrastive
@@ -124,9 +156,10 @@ def pretrain(runner: StageRunner) -> tuple[EcgEncoder, ClinicalEncoder]:
                         mask_ratio=cfg.mask_ratio, mask_weight=cfg.mask_weight, mask_seed=rank_seed + 7)  # fmt: skip
     modules = {"ecg_encoder": ecg, "clinical_encoder": clinical, "task": task}
 
-    def train() -> FitResult:
+    def train(checkpoint: EpochCheckpoint) -> FitResult:
         groups = [{"params": [p for p in task.parameters() if p.requires_grad], "lr": config.pretrain.lr}]
-        return fit(task, groups, runner.data, runner.settings("pretrain", config.pretrain.epochs), runner.ctx)
+        settings = runner.settings("pretrain", config.pretrain.epochs)
+        return fit(task, groups, runner.data, settings, runner.ctx, checkpoint=checkpoint)
 
     runner.run("pretrain", modules, train)
     return ecg, clinical
@@ -138,12 +171,12 @@ def labs(runner: StageRunner, encoder: EcgEncoder) -> Head:
     frozen = config.labs.encoder == "frozen"
     task = EcgHeadsTask(encoder, lab_head=lab_head, freeze_encoder=frozen)
 
-    def train() -> FitResult:
+    def train(checkpoint: EpochCheckpoint) -> FitResult:
         groups = [{"params": list(lab_head.parameters()), "lr": config.labs.lr}]
         if not frozen:
             groups.append({"params": list(encoder.parameters()), "lr": config.labs.lr * config.labs.encoder_lr_scale})
         settings = runner.settings("labs", config.labs.epochs)
-        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("lab"))
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("lab"), checkpoint)
 
     runner.run("labs", {"ecg_encoder": encoder, "lab_head": lab_head}, train)
     encoder.requires_grad_(True)
@@ -157,14 +190,14 @@ def diagnosis(runner: StageRunner, encoder: EcgEncoder, lab_head: Head) -> Head:
     task = EcgHeadsTask(encoder, dx_head=dx_head, lab_head=lab_head if aux else None, dx_loss=multilabel_loss(cfg.loss),
                         lab_weight=cfg.lab_aux_weight, freeze_encoder=not cfg.finetune_encoder)  # fmt: skip
 
-    def train() -> FitResult:
+    def train(checkpoint: EpochCheckpoint) -> FitResult:
         groups = [{"params": list(dx_head.parameters()), "lr": cfg.lr}]
         if aux:
             groups.append({"params": list(lab_head.parameters()), "lr": cfg.lr})
         if cfg.finetune_encoder:
             groups.append({"params": list(encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_scale})
         settings = runner.settings("diagnosis", cfg.epochs)
-        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"))
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"), checkpoint)
 
     runner.run("diagnosis", {"ecg_encoder": encoder, "lab_head": lab_head, "dx_head": dx_head}, train)
     encoder.requires_grad_(True)
@@ -177,10 +210,10 @@ def ecg_only(runner: StageRunner) -> tuple[EcgEncoder, Head]:
     dx_head = builders.head(config.model, runner.data.n_dx, seed=seed + 1)
     task = EcgHeadsTask(encoder, dx_head=dx_head, dx_loss=multilabel_loss(config.baselines.loss))
 
-    def train() -> FitResult:
+    def train(checkpoint: EpochCheckpoint) -> FitResult:
         groups = [{"params": list(task.parameters()), "lr": config.baselines.lr}]
         settings = runner.settings("ecg_only", config.baselines.epochs)
-        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"))
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"), checkpoint)
 
     runner.run("ecg_only", {"ecg_encoder": encoder, "dx_head": dx_head}, train)
     return encoder, dx_head
@@ -191,10 +224,10 @@ def multimodal(runner: StageRunner) -> LateFusionModel:
     model = builders.late_fusion(config.model, runner.data.scaler, runner.data.n_dx, seed=runner.seed("multimodal"))
     task = MultimodalTask(model, multilabel_loss(config.baselines.loss))
 
-    def train() -> FitResult:
+    def train(checkpoint: EpochCheckpoint) -> FitResult:
         groups = [{"params": list(model.parameters()), "lr": config.baselines.lr}]
         settings = runner.settings("multimodal", config.baselines.epochs)
-        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"))
+        return fit(task, groups, runner.data, settings, runner.ctx, runner.validator("dx"), checkpoint)
 
     runner.run("multimodal", {"model": model}, train)
     return model

@@ -1,7 +1,9 @@
 """Tasks: model + loss as one module whose ``forward(batch)`` is the training loss.
 
 Each task holds exactly the parameters its stage trains (frozen parts have
-``requires_grad`` off and stay in eval mode), so DDP can wrap it unchanged.
+``requires_grad`` off and stay in eval mode), so DDP can wrap it unchanged. A task that draws
+random numbers from generators of its own names them in ``generators()``, so that the epoch
+checkpoint saves their states; the others draw only from torch's global generator (dropout).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from torch import Tensor, nn
 from model_training.losses import MaskedBCELoss, MaskedMSELoss
 from model_training.models import ClinicalEncoder, EcgEncoder, Head, LateFusionModel, Projector
 from model_training.train.data import Batch
+from model_training.train.epoch_checkpoint import HoldsGenerators
 
 
 class PretrainTask(nn.Module):
@@ -53,6 +56,14 @@ class PretrainTask(nn.Module):
         self.augmentation = augmentation
         self.mask_head, self.mask_ratio, self.mask_weight = mask_head, mask_ratio, mask_weight
         self.mask_generator = torch.Generator().manual_seed(mask_seed)
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """Every generator the task draws from, for the epoch checkpoint
+        (:class:`model_training.train.epoch_checkpoint.HoldsGenerators`): the masks', and the augmentation's."""
+        found = {"mask": self.mask_generator}
+        if isinstance(self.augmentation, HoldsGenerators):
+            found |= self.augmentation.generators()
+        return found
 
     def forward(self, batch: Batch) -> Tensor:
         ecg = batch["ecg"] if self.augmentation is None or not self.training else self.augmentation(batch["ecg"])

@@ -98,9 +98,9 @@ def test_resume_retrains_only_missing_stages(finished_run, tiny_dataset, tmp_pat
     trained = []
     real_fit = loop.fit
 
-    def recording_fit(task, groups, data, settings, ctx, validate=None):
+    def recording_fit(task, groups, data, settings, ctx, validate=None, checkpoint=None):
         trained.append(settings.desc)
-        return real_fit(task, groups, data, settings, ctx, validate)
+        return real_fit(task, groups, data, settings, ctx, validate, checkpoint)
 
     monkeypatch.setattr("model_training.train.stages.fit", recording_fit)
     args = ["run", "--config", TINY, "--data", str(tiny_dataset), "--out", str(out)]
