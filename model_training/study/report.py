@@ -17,6 +17,7 @@ from model_training.study.analysis import (
     GoalCheck,
     Summary,
     check_goals,
+    holm_adjusted,
     summarize_study,
 )
 from model_training.study.grid import StudyGrid
@@ -48,6 +49,12 @@ class StudyReport:
         """Every variant with a complete cell on the primary endpoint's arm, in the grid's order."""
         return [s for s in self.summaries if s.arm == self.grid.primary_endpoint.arm]
 
+    def holm_p(self) -> dict[str, float]:
+        """The primary arm's variants other than the pre-registered one: their paired t-test p, Holm-adjusted
+        over that family (:func:`model_training.study.analysis.holm_adjusted`)."""
+        family = [s for s in self.primary_arm_variants if s.config != self.grid.primary_endpoint.config]
+        return dict(zip([s.config for s in family], holm_adjusted([s.delta.p_t for s in family]), strict=True))
+
     def goals(self, summary: ArmSummary) -> list[GoalCheck]:
         return check_goals(summary, self.grid.goals)
 
@@ -63,6 +70,7 @@ class StudyReport:
             "cells_complete": len(self.results),
             "cells_expected": self.n_cells_expected,
             "primary_endpoint": endpoint,
+            "variants_p_t_holm": {config: _float(p) for config, p in self.holm_p().items()},
             "summaries": [_plain(s) | {"goals": _plain(self.goals(s))} for s in self.summaries],
             "cells": [_cell_dict(r) for r in self.results],
         }
@@ -95,6 +103,7 @@ def markdown(report: StudyReport) -> str:
         lines += [f"| {g.name} | {g.target} | {_goal_value(g)} | {'yes' if g.met else 'no'} |"
                   for g in report.goals(primary)]  # fmt: skip
         lines.append("")
+    lines += _variants_table(report)
     lines += _seed_table(report.results)
     return "\n".join(lines) + "\n"
 
@@ -121,6 +130,25 @@ def _group_table(summaries: list[ArmSummary]) -> list[str]:
                          + f" | {_ci(g.delta.mean_delta, g.delta.ci_low, g.delta.ci_high)} "
                          f"| {g.delta.n_positive}/{g.delta.n} |")  # fmt: skip
     return lines
+
+
+def _variants_table(report: StudyReport) -> list[str]:
+    """The primary arm's variants against ECG-only, with the improvement variants' p adjusted together."""
+    holm = report.holm_p()
+    if not holm:
+        return []
+    endpoint = report.grid.primary_endpoint
+    lines = [f"Every variant on arm {endpoint.arm} against ECG-only (the improvement variants are exploratory: their "
+             f"p adjusted by Holm over the {len(holm)} of them run so far; {endpoint.config} is the pre-registered "
+             "test):", "",
+             "| config | seeds | delta [95 % CI] | p (t) | p (t, Holm) | delta > 0 | gap closed | lab macro AUROC |",
+             "|---" * 8 + "|"]  # fmt: skip
+    for s in report.primary_arm_variants:
+        d = s.delta
+        lines.append(f"| {s.config} | {len(s.seeds)} | {_ci(d.mean_delta, d.ci_low, d.ci_high)} | {_p(d.p_t)} "
+                     f"| {_p(holm.get(s.config))} | {d.n_positive}/{d.n} | {_ms(s.gap_closed, len(s.seeds))} "
+                     f"| {_ms(s.lab_macro)} |")  # fmt: skip
+    return [*lines, ""]
 
 
 def _seed_table(results: list[CellResult]) -> list[str]:

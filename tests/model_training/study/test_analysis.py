@@ -13,6 +13,7 @@ from model_training.study.analysis import (
     cell_result,
     check_goals,
     code_visibility,
+    holm_adjusted,
     paired_test,
     summarize,
     summarize_study,
@@ -140,3 +141,32 @@ def test_a_gap_closed_undefined_in_some_seeds_says_over_how_many(tmp_path):
     results = [*cells([0.04]), cells([0.0, 0.02], multimodal=0.69)[1]]  # seed 1: multimodal below ECG-only
     text = markdown(StudyReport.of(grid_from_dict(raw, tmp_path), results, n_cells_expected=2))
     assert "| 0.400 (n=1) |" in text
+
+
+def test_holm_multiplies_the_ith_smallest_p_by_the_tests_left_and_keeps_the_order():
+    # Holm (1979): sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> made monotone 0.06
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.9]) == [1.0, 1.0], "capped at 1"
+    adjusted = holm_adjusted([0.02, math.nan, 0.04])
+    assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04), (
+        "a test without a p-value (one seed) is not counted in the family"
+    )
+
+
+def test_the_improvement_variants_are_reported_with_their_p_adjusted_together(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 0\n")
+    raw = {"base_config": "base.yaml", "patients": 100, "seeds": [0, 1, 2],
+           "arms": [{"name": "full", "label_fraction": 1.0}],
+           "configs": {"ours": {}, "lab-regression": {}, "large-batch": {}}}  # fmt: skip
+    results = (cells([0.04, 0.05, 0.03]) + cells([0.01, 0.03, 0.02], config="lab-regression")
+               + cells([0.02, -0.01, 0.0], config="large-batch"))  # fmt: skip
+    report = StudyReport.of(grid_from_dict(raw, tmp_path), results, n_cells_expected=9)
+    variants = sorted((s.delta.p_t, s.config) for s in report.summaries if s.config != "ours")
+    (p_first, first), (p_second, second) = variants  # Holm with 2 tests: the smaller p x 2, the larger x 1
+    expected = {first: min(1.0, 2 * p_first), second: max(min(1.0, 2 * p_first), p_second)}
+    assert report.holm_p() == pytest.approx(expected), "ours, the pre-registered test, is not in the family"
+    assert json.loads(json.dumps(report.to_dict()))["variants_p_t_holm"] == pytest.approx(expected)
+    text = markdown(report)
+    assert "their p adjusted by Holm over the 2 of them run so far" in text
+    assert "| lab-regression | 3 | +0.020 [" in text and f"| {expected['lab-regression']:.3g} | 3/3 |" in text
+    assert "| ours | 3 | +0.040 [" in text
