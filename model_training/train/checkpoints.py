@@ -70,9 +70,9 @@ def _differences(old: object, new: object, prefix: str = "") -> list[str]:
 def epoch_mismatch(state: EpochState, config: TrainConfig, stage: str, world_size: int) -> str | None:
     """Why this run (``config``, ``world_size`` processes) cannot continue the epoch checkpoint ``state``; None if
     it can."""
-    if not same_stage_settings(state.config, config, stage):
-        changed = ", ".join(changed_settings(state.config, config, stage)) or "the recorded sections"
-        return f"written under other settings ({changed})"
+    changed = changed_settings(state.config, config, stage)  # empty exactly when same_stage_settings holds
+    if changed:
+        return f"written under other settings ({', '.join(changed)})"
     if state.world_size != world_size:
         return f"written by {state.world_size} processes, this run has {world_size}"
     return None
